@@ -1,0 +1,67 @@
+"""Method configs registered through the ``nerfstudio.method_configs`` entry point.
+
+This module is imported by every ``ns-*`` command once the plugin is installed, so it stays cheap and
+must not raise. It never imports ``nerfstudio.configs.method_configs`` (that would be circular).
+Settings mirror nerfacto's method config so that metrics compare like for like.
+"""
+
+from __future__ import annotations
+
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.base_model import ModelConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+from rvs_nerfstudio.compat import PortableExponentialDecaySchedulerConfig, default_device_type
+from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
+
+
+def nerfacto_trainer(method_name: str, model: ModelConfig) -> TrainerConfig:
+    """Nerfacto's trainer settings around ``model``, with checkpoint-safe schedulers and a device that exists."""
+    return TrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=500,
+        steps_per_save=2000,
+        max_num_iterations=30000,
+        mixed_precision=True,
+        machine=MachineConfig(device_type=default_device_type()),
+        pipeline=VanillaPipelineConfig(
+            datamanager=ParallelDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(),
+                train_num_rays_per_batch=4096,
+                eval_num_rays_per_batch=4096,
+            ),
+            model=model,
+        ),
+        optimizers={
+            "proposal_networks": {
+                "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                "scheduler": PortableExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000),
+            },
+            "fields": {
+                "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                "scheduler": PortableExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000),
+            },
+            "camera_opt": {
+                "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+                "scheduler": PortableExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer+tensorboard",
+    )
+
+
+rvs_nerfacto = MethodSpecification(
+    config=nerfacto_trainer(
+        "rvs-nerfacto",
+        RVSNerfactoModelConfig(
+            eval_num_rays_per_chunk=1 << 15, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3")
+        ),
+    ),
+    description="Nerfacto with reparameterized volume sampling: proposals learn from the RGB loss, no interlevel loss.",
+)

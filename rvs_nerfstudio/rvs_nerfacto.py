@@ -1,0 +1,83 @@
+"""``rvs-nerfacto``: nerfacto whose proposal sampler is reparameterized volume sampling (RVS).
+
+Nerfacto trains its proposal density networks only through the auxiliary interlevel loss, because
+nerfstudio's ``PDFSampler`` detaches the sample positions. Here every proposal level resamples with the
+reparameterized inverse CDF of a density spline (Morozov et al., AISTATS 2024, §3), so the photometric
+loss reaches every proposal network at every step and the interlevel loss is gone. Fields, renderers,
+camera optimizer and the main quadrature are nerfacto's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Type
+
+import torch
+from tyro.conf import Suppress
+
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from rvs_nerfstudio.compat import OptionalLPIPSMixin
+from rvs_nerfstudio.sampler import RVSProposalSampler
+
+
+@dataclass
+class RVSNerfactoModelConfig(NerfactoModelConfig):
+    """Nerfacto with RVS proposal sampling and no interlevel loss."""
+
+    _target: Type = field(default_factory=lambda: RVSNerfactoModel)
+    density_interpolation: Literal["linear", "constant"] = "linear"
+    """Density spline between proposal samples: "linear" (the paper's default) or "constant"."""
+    use_distortion_loss: bool = True
+    """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's samples."""
+    average_init_density: float = 0.01
+    """Average initial density output from the MLPs (nerfacto's method-level setting)."""
+    # Knobs of the interlevel-loss schedule that have no meaning with RVS: fixed and hidden from the CLI.
+    interlevel_loss_mult: Suppress[float] = 0.0
+    proposal_update_every: Suppress[int] = 1
+    proposal_warmup: Suppress[int] = 0
+    use_proposal_weight_anneal: Suppress[bool] = False
+
+
+class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
+    """Nerfacto with :class:`~rvs_nerfstudio.sampler.RVSProposalSampler` in place of its proposal sampler."""
+
+    config: RVSNerfactoModelConfig
+
+    def populate_modules(self) -> None:
+        self._validate_config()
+        super().populate_modules()
+        self.proposal_sampler = RVSProposalSampler(
+            num_proposal_samples_per_ray=self.config.num_proposal_samples_per_ray,
+            num_nerf_samples_per_ray=self.config.num_nerf_samples_per_ray,
+            single_jitter=self.config.use_single_jitter,
+            interpolation=self.config.density_interpolation,
+            initial_sampler=self.proposal_sampler.initial_sampler,
+        )
+
+    def _validate_config(self) -> None:
+        """Rejects option combinations that RVS sampling cannot honour, with a message saying what to change."""
+        config = self.config
+        if len(config.num_proposal_samples_per_ray) != config.num_proposal_iterations:
+            raise ValueError(
+                f"num-proposal-samples-per-ray has {len(config.num_proposal_samples_per_ray)} entries but "
+                f"num-proposal-iterations is {config.num_proposal_iterations}: give one count per proposal level."
+            )
+        if min(*config.num_proposal_samples_per_ray, config.num_nerf_samples_per_ray) < 1:
+            raise ValueError("Sample counts must be at least 1 per ray.")
+        if config.predict_normals:
+            raise ValueError("predict-normals is not supported by rvs-nerfacto yet; leave it False.")
+
+    def get_loss_dict(
+        self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], metrics_dict: Optional[Dict] = None
+    ) -> Dict[str, torch.Tensor]:
+        """RGB loss, optional distortion loss and the camera-optimizer loss; no interlevel loss."""
+        pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=batch["image"].to(self.device)
+        )
+        loss_dict = {"rgb_loss": self.rgb_loss(gt_rgb, pred_rgb)}
+        if self.training:
+            if self.config.use_distortion_loss:
+                assert metrics_dict is not None and "distortion" in metrics_dict
+                loss_dict["distortion_loss"] = self.config.distortion_loss_mult * metrics_dict["distortion"]
+            self.camera_optimizer.get_loss_dict(loss_dict)
+        return loss_dict

@@ -1,0 +1,111 @@
+"""nerfstudio adapter for reparameterized volume sampling (RVS).
+
+:class:`RVSProposalSampler` replaces nerfstudio's ``ProposalNetworkSampler``: at every proposal level
+the proposal density, evaluated at the current samples, is interpolated by a density spline along the
+ray and the next level's bin edges are drawn with the reparameterized inverse CDF of
+``rvs_nerfstudio.spline``. Sample positions stay differentiable (``PDFSampler`` detaches them), so the
+photometric loss trains every proposal network and no interlevel loss is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.model_components.ray_samplers import Sampler, SpacedSampler, UniformLinDispPiecewiseSampler
+from rvs_nerfstudio import spline
+
+
+def spline_from_bins(
+    ray_samples: RaySamples, densities: Float[Tensor, "*batch num_bins 1"]
+) -> Tuple[Float[Tensor, "*batch num_bins_plus_2"], Float[Tensor, "*batch num_bins_plus_2"]]:
+    """Knots and densities of a spline through the densities at the bin midpoints.
+
+    The spline is extended to the first bin's start and the last bin's end with the end densities held
+    constant, so it covers the whole sampled interval.
+    """
+    starts, ends = ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., 0]
+    knots = torch.cat([starts[..., :1], (starts + ends) / 2, ends[..., -1:]], dim=-1)
+    values = densities[..., 0]
+    return knots, torch.cat([values[..., :1], values, values[..., -1:]], dim=-1)
+
+
+class RVSProposalSampler(Sampler):
+    """Hierarchical proposal sampling with reparameterized inverse-CDF resampling.
+
+    Args:
+        num_proposal_samples_per_ray: Samples per ray for each proposal level; the first is drawn by
+            ``initial_sampler``.
+        num_nerf_samples_per_ray: Samples per ray handed to the radiance field.
+        single_jitter: One stratification jitter per ray instead of one per sample.
+        interpolation: Density spline between proposal samples, ``"linear"`` or ``"constant"``.
+        initial_sampler: Spaced sampler of the first level; its spacing function defines the
+            ``spacing_starts/ends`` of every level. Uniform-then-linear-in-disparity by default.
+    """
+
+    def __init__(
+        self,
+        num_proposal_samples_per_ray: Sequence[int],
+        num_nerf_samples_per_ray: int,
+        single_jitter: bool = False,
+        interpolation: spline.Interpolation = "linear",
+        initial_sampler: Optional[SpacedSampler] = None,
+    ) -> None:
+        super().__init__()
+        self.num_proposal_samples_per_ray = tuple(num_proposal_samples_per_ray)
+        self.num_nerf_samples_per_ray = num_nerf_samples_per_ray
+        self.single_jitter = single_jitter
+        self.interpolation: spline.Interpolation = interpolation
+        self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
+
+    def generate_ray_samples(
+        self, ray_bundle: Optional[RayBundle] = None, density_fns: Optional[List[Callable]] = None
+    ) -> Tuple[RaySamples, List[Tensor], List[RaySamples]]:
+        """Runs the proposal levels.
+
+        Returns:
+            The radiance field's samples, and per proposal level its quadrature weights
+            ``[num_rays, num_samples, 1]`` and samples (for depth outputs and the distortion loss).
+        """
+        assert ray_bundle is not None and density_fns is not None
+        ray_samples = self.initial_sampler(ray_bundle, num_samples=self.num_proposal_samples_per_ray[0])
+        next_counts = (*self.num_proposal_samples_per_ray[1:], self.num_nerf_samples_per_ray)
+        weights_list, ray_samples_list = [], []
+        for density_fn, num_samples in zip(density_fns, next_counts):
+            density = density_fn(ray_samples.frustums.get_positions())
+            weights_list.append(ray_samples.get_weights(density))
+            ray_samples_list.append(ray_samples)
+            ray_samples = self.resample(ray_bundle, ray_samples, density, num_samples)
+        return ray_samples, weights_list, ray_samples_list
+
+    def resample(
+        self,
+        ray_bundle: RayBundle,
+        ray_samples: RaySamples,
+        density: Float[Tensor, "*batch num_bins 1"],
+        num_samples: int,
+    ) -> RaySamples:
+        """Draws ``num_samples`` bins (``num_samples + 1`` edges) from the density spline through ``density``."""
+        knots, knot_densities = spline_from_bins(ray_samples, density)
+        jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
+        u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
+        edges = spline.sample(knots, knot_densities, u, self.interpolation)
+        spacing = self.euclidean_to_spacing(edges, ray_bundle)
+        return ray_bundle.get_ray_samples(
+            bin_starts=edges[..., :-1, None],
+            bin_ends=edges[..., 1:, None],
+            spacing_starts=spacing[..., :-1, None],
+            spacing_ends=spacing[..., 1:, None],
+            spacing_to_euclidean_fn=ray_samples.spacing_to_euclidean_fn,
+        )
+
+    def euclidean_to_spacing(self, t: Float[Tensor, "num_rays n"], ray_bundle: RayBundle) -> Float[Tensor, "num_rays n"]:
+        """Inverse of the initial sampler's ``spacing_to_euclidean_fn``: ray distance → normalised spacing in [0, 1]."""
+        assert ray_bundle.nears is not None and ray_bundle.fars is not None
+        spacing_fn = self.initial_sampler.spacing_fn
+        s_near, s_far = spacing_fn(ray_bundle.nears), spacing_fn(ray_bundle.fars)
+        return (spacing_fn(t) - s_near) / (s_far - s_near)

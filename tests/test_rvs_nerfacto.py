@@ -1,0 +1,116 @@
+"""The RVS sampler adapter and the ``rvs-nerfacto`` model on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import OfflineNerfactoConfig, build_model
+
+from nerfstudio.model_components.ray_samplers import UniformLinDispPiecewiseSampler
+from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
+from rvs_nerfstudio.sampler import RVSProposalSampler
+
+
+def training_losses(model, ray_bundle):
+    """Loss dict of one training forward pass on random target colours."""
+    model.train()
+    outputs = model(ray_bundle)
+    batch = {"image": torch.rand(len(ray_bundle), 3, generator=torch.Generator().manual_seed(2))}
+    return model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+
+
+def proposal_grad_norms(model):
+    return [
+        sum(p.grad.abs().sum().item() for p in net.parameters() if p.grad is not None)
+        for net in model.proposal_networks
+    ]
+
+
+def test_rgb_loss_alone_trains_every_proposal_network(ray_bundle):
+    model = build_model(RVSNerfactoModelConfig)
+    losses = training_losses(model, ray_bundle)
+    assert "interlevel_loss" not in losses
+    assert set(losses) == {"rgb_loss", "distortion_loss", "camera_opt_regularizer"}
+    losses["rgb_loss"].backward()
+    norms = proposal_grad_norms(model)
+    print("proposal-network gradient L1 norms from the RGB loss:", norms)
+    assert len(norms) == 2 and all(n > 0 for n in norms)
+
+
+def test_nerfacto_proposals_get_no_rgb_gradient(ray_bundle):
+    """The reference point: nerfstudio's PDF sampler detaches positions, so the same check fails there."""
+    model = build_model(OfflineNerfactoConfig)
+    training_losses(model, ray_bundle)["rgb_loss"].backward()
+    assert proposal_grad_norms(model) == [0, 0]
+
+
+def test_distortion_loss_switch(ray_bundle):
+    model = build_model(RVSNerfactoModelConfig, use_distortion_loss=False)
+    assert set(training_losses(model, ray_bundle)) == {"rgb_loss", "camera_opt_regularizer"}
+
+
+def test_sampler_gradient_matches_finite_difference(ray_bundle):
+    """d(sample positions)/d(proposal density) from autograd equals a central finite difference."""
+    sampler = RVSProposalSampler((16,), 8).double().eval()
+    bundle = ray_bundle[:4]
+    bundle.origins, bundle.directions = bundle.origins.double(), bundle.directions.double()
+    bundle.nears = torch.full((4, 1), 0.5, dtype=torch.float64)
+    bundle.fars = torch.full((4, 1), 6.0, dtype=torch.float64)
+    bins = sampler.initial_sampler(bundle, num_samples=16)
+    density = torch.rand(4, 16, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 2
+
+    def sample_starts(d):
+        return sampler.resample(bundle, bins, d, 8).frustums.starts.sum()
+
+    density.requires_grad_(True)
+    (grad,) = torch.autograd.grad(sample_starts(density), density)
+    step = torch.zeros_like(density)
+    step[1, 5, 0] = 1e-6
+    finite_difference = (sample_starts(density + step) - sample_starts(density - step)) / 2e-6
+    assert grad[1, 5, 0].item() == pytest.approx(finite_difference.item(), rel=1e-5)
+    assert grad.abs().sum() > 0
+
+
+def test_sampler_bins_are_consistent_nerfstudio_samples(ray_bundle):
+    """Sorted bins inside [near, far], spacing coordinates mapping back to the same distances."""
+    model = build_model(RVSNerfactoModelConfig).eval()
+    bundle = model.collider(ray_bundle)
+    ray_samples, weights_list, samples_list = model.proposal_sampler(bundle, density_fns=model.density_fns)
+    starts, ends = ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., 0]
+    assert ray_samples.frustums.starts.shape == (len(bundle), 8, 1)
+    assert torch.all(ends >= starts) and torch.all(starts[:, 1:] >= ends[:, :-1] - 1e-5)
+    assert torch.all(starts >= bundle.nears - 1e-5) and torch.all(ends <= bundle.fars + 1e-3)
+    spacing = ray_samples.spacing_starts[..., 0]
+    assert torch.all((spacing >= 0) & (spacing <= 1))
+    torch.testing.assert_close(ray_samples.spacing_to_euclidean_fn(spacing), starts, rtol=1e-4, atol=1e-5)
+    assert [w.shape[1] for w in weights_list] == [32, 16] and len(samples_list) == 2
+
+
+def test_spacing_inverse_of_initial_sampler(ray_bundle):
+    sampler = RVSProposalSampler((16,), 8, initial_sampler=UniformLinDispPiecewiseSampler())
+    bundle = ray_bundle[:8]
+    bundle.nears, bundle.fars = torch.full((8, 1), 0.05), torch.full((8, 1), 1000.0)
+    spacing = torch.rand(8, 5, generator=torch.Generator().manual_seed(4))
+    euclidean = sampler.initial_sampler(bundle, num_samples=4).spacing_to_euclidean_fn(spacing)
+    torch.testing.assert_close(sampler.euclidean_to_spacing(euclidean, bundle), spacing, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_render_is_deterministic(ray_bundle):
+    model = build_model(RVSNerfactoModelConfig).eval()
+    with torch.no_grad():
+        first, second = model(ray_bundle), model(ray_bundle)
+    torch.testing.assert_close(first["rgb"], second["rgb"], rtol=0, atol=0)
+    assert torch.isfinite(first["depth"]).all() and torch.isfinite(first["prop_depth_0"]).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
+        (dict(num_nerf_samples_per_ray=0), "at least 1"),
+        (dict(predict_normals=True), "predict-normals"),
+    ],
+)
+def test_impossible_options_are_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(RVSNerfactoModelConfig, **overrides)
