@@ -66,7 +66,7 @@ def _lpips_or_placeholder(lpips_class: Type[torch.nn.Module], **kwargs) -> torch
 
 
 @contextlib.contextmanager
-def _optional_lpips() -> Iterator[None]:
+def optional_lpips() -> Iterator[None]:
     """Makes ``torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity`` fall back to a placeholder."""
     import torchmetrics.image.lpip as lpip_module
 
@@ -84,7 +84,7 @@ class OptionalLPIPSMixin:
     lpips: torch.nn.Module
 
     def populate_modules(self) -> None:
-        with _optional_lpips():
+        with optional_lpips():
             super().populate_modules()  # type: ignore[misc]
 
     def get_image_metrics_and_images(

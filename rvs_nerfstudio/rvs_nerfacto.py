@@ -27,6 +27,9 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     _target: Type = field(default_factory=lambda: RVSNerfactoModel)
     density_interpolation: Literal["linear", "constant"] = "linear"
     """Density spline between proposal samples: "linear" (the paper's default) or "constant"."""
+    density_padding: float = 1.0
+    """Optical depth per unit of normalised ray spacing added before each resampling, so part of the samples
+    always covers the whole ray (the role of PDFSampler's histogram padding)."""
     use_distortion_loss: bool = True
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's samples."""
     average_init_density: float = 0.01
@@ -51,6 +54,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             num_nerf_samples_per_ray=self.config.num_nerf_samples_per_ray,
             single_jitter=self.config.use_single_jitter,
             interpolation=self.config.density_interpolation,
+            density_padding=self.config.density_padding,
             initial_sampler=self.proposal_sampler.initial_sampler,
         )
 

@@ -21,16 +21,23 @@ from rvs_nerfstudio import spline
 
 
 def spline_from_bins(
-    ray_samples: RaySamples, densities: Float[Tensor, "*batch num_bins 1"]
+    ray_samples: RaySamples, densities: Float[Tensor, "*batch num_bins 1"], padding: float = 0.0
 ) -> Tuple[Float[Tensor, "*batch num_bins_plus_2"], Float[Tensor, "*batch num_bins_plus_2"]]:
-    """Knots and densities of a spline through the densities at the bin midpoints.
+    """A density spline over the normalised spacing coordinate through the bins' midpoints.
 
-    The spline is extended to the first bin's start and the last bin's end with the end densities held
-    constant, so it covers the whole sampled interval.
+    Each bin's density is converted to optical depth per unit spacing, ``σ δt / δs``, so the spline's integral
+    equals the ray's optical depth while far space stays as compressed as in the sampler's spacing (and the
+    fields' scene contraction). ``padding`` is added everywhere, so a share of samples always covers the
+    whole ray. The end densities are held constant out to the first bin's start and the last bin's end.
+
+    Returns:
+        Knots in spacing coordinates and the spline's values there.
     """
-    starts, ends = ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., 0]
-    knots = torch.cat([starts[..., :1], (starts + ends) / 2, ends[..., -1:]], dim=-1)
-    values = densities[..., 0]
+    spacing_starts, spacing_ends = ray_samples.spacing_starts[..., 0], ray_samples.spacing_ends[..., 0]
+    tiny = torch.finfo(densities.dtype).tiny
+    per_spacing = densities[..., 0] * ray_samples.deltas[..., 0] / (spacing_ends - spacing_starts).clamp_min(tiny)
+    values = per_spacing + padding
+    knots = torch.cat([spacing_starts[..., :1], (spacing_starts + spacing_ends) / 2, spacing_ends[..., -1:]], dim=-1)
     return knots, torch.cat([values[..., :1], values, values[..., -1:]], dim=-1)
 
 
@@ -43,8 +50,9 @@ class RVSProposalSampler(Sampler):
         num_nerf_samples_per_ray: Samples per ray handed to the radiance field.
         single_jitter: One stratification jitter per ray instead of one per sample.
         interpolation: Density spline between proposal samples, ``"linear"`` or ``"constant"``.
-        initial_sampler: Spaced sampler of the first level; its spacing function defines the
-            ``spacing_starts/ends`` of every level. Uniform-then-linear-in-disparity by default.
+        density_padding: Optical depth per unit spacing added along every ray before resampling.
+        initial_sampler: Spaced sampler of the first level; its spacing coordinate is the one the density
+            splines live in. Uniform-then-linear-in-disparity by default.
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class RVSProposalSampler(Sampler):
         num_nerf_samples_per_ray: int,
         single_jitter: bool = False,
         interpolation: spline.Interpolation = "linear",
+        density_padding: float = 0.0,
         initial_sampler: Optional[SpacedSampler] = None,
     ) -> None:
         super().__init__()
@@ -60,6 +69,7 @@ class RVSProposalSampler(Sampler):
         self.num_nerf_samples_per_ray = num_nerf_samples_per_ray
         self.single_jitter = single_jitter
         self.interpolation: spline.Interpolation = interpolation
+        self.density_padding = density_padding
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
 
     def generate_ray_samples(
@@ -90,11 +100,12 @@ class RVSProposalSampler(Sampler):
         num_samples: int,
     ) -> RaySamples:
         """Draws ``num_samples`` bins (``num_samples + 1`` edges) from the density spline through ``density``."""
-        knots, knot_densities = spline_from_bins(ray_samples, density)
+        knots, knot_densities = spline_from_bins(ray_samples, density, self.density_padding)
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
         u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
-        edges = spline.sample(knots, knot_densities, u, self.interpolation)
-        spacing = self.euclidean_to_spacing(edges, ray_bundle)
+        spacing = spline.sample(knots, knot_densities, u, self.interpolation)
+        assert ray_samples.spacing_to_euclidean_fn is not None
+        edges = ray_samples.spacing_to_euclidean_fn(spacing)
         return ray_bundle.get_ray_samples(
             bin_starts=edges[..., :-1, None],
             bin_ends=edges[..., 1:, None],
@@ -102,10 +113,3 @@ class RVSProposalSampler(Sampler):
             spacing_ends=spacing[..., 1:, None],
             spacing_to_euclidean_fn=ray_samples.spacing_to_euclidean_fn,
         )
-
-    def euclidean_to_spacing(self, t: Float[Tensor, "num_rays n"], ray_bundle: RayBundle) -> Float[Tensor, "num_rays n"]:
-        """Inverse of the initial sampler's ``spacing_to_euclidean_fn``: ray distance → normalised spacing in [0, 1]."""
-        assert ray_bundle.nears is not None and ray_bundle.fars is not None
-        spacing_fn = self.initial_sampler.spacing_fn
-        s_near, s_far = spacing_fn(ray_bundle.nears), spacing_fn(ray_bundle.fars)
-        return (spacing_fn(t) - s_near) / (s_far - s_near)

@@ -6,7 +6,6 @@ import pytest
 import torch
 from conftest import OfflineNerfactoConfig, build_model
 
-from nerfstudio.model_components.ray_samplers import UniformLinDispPiecewiseSampler
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.sampler import RVSProposalSampler
 
@@ -84,15 +83,6 @@ def test_sampler_bins_are_consistent_nerfstudio_samples(ray_bundle):
     assert torch.all((spacing >= 0) & (spacing <= 1))
     torch.testing.assert_close(ray_samples.spacing_to_euclidean_fn(spacing), starts, rtol=1e-4, atol=1e-5)
     assert [w.shape[1] for w in weights_list] == [32, 16] and len(samples_list) == 2
-
-
-def test_spacing_inverse_of_initial_sampler(ray_bundle):
-    sampler = RVSProposalSampler((16,), 8, initial_sampler=UniformLinDispPiecewiseSampler())
-    bundle = ray_bundle[:8]
-    bundle.nears, bundle.fars = torch.full((8, 1), 0.05), torch.full((8, 1), 1000.0)
-    spacing = torch.rand(8, 5, generator=torch.Generator().manual_seed(4))
-    euclidean = sampler.initial_sampler(bundle, num_samples=4).spacing_to_euclidean_fn(spacing)
-    torch.testing.assert_close(sampler.euclidean_to_spacing(euclidean, bundle), spacing, rtol=1e-4, atol=1e-5)
 
 
 def test_eval_render_is_deterministic(ray_bundle):
