@@ -6,12 +6,14 @@ import json
 import math
 import subprocess
 import sys
+import time
+import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import torch
-from clitools import run_cli, train
+from clitools import BIN, OFFLINE_ENV, run_cli, train
 
 from rvs_nerfstudio.synth import SynthConfig, generate_scene
 
@@ -98,3 +100,29 @@ def test_demo_runs_on_default_scene_layout(tmp_path):
     result = run_cli(["rvs-demo", "--data", tmp_path / "scene", "--output-dir", tmp_path / "out", "--steps", "5"])
     assert (tmp_path / "scene" / "transforms.json").exists()
     assert "psnr" in result.stdout
+
+
+@pytest.mark.slow
+def test_ns_viewer_serves_the_finished_run(trained_config):
+    port = 7217
+    viewer = subprocess.Popen(
+        [str(BIN / "ns-viewer"), "--load-config", str(trained_config), "--viewer.websocket-port", str(port)],
+        env=OFFLINE_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and viewer.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200 and b"<html" in response.read().lower()
+                    return
+            except OSError:
+                time.sleep(1)
+        output = viewer.stdout.read() if viewer.poll() is not None else "(still running)"
+        raise AssertionError(f"ns-viewer served nothing on port {port}: {output[-3000:]}")
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=30)

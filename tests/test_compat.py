@@ -1,0 +1,81 @@
+"""The nerfstudio 1.1.5 traps handled by ``rvs_nerfstudio.compat``: checkpoint learning rates and offline LPIPS."""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from conftest import build_model
+
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from rvs_nerfstudio.compat import PortableExponentialDecaySchedulerConfig, UnavailableLPIPS
+from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
+
+
+def _lr_trajectory(scheduler_config, steps=40):
+    """Learning rates over ``steps`` steps, and the optimizer + scheduler state after them."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    scheduler = scheduler_config.setup().get_scheduler(optimizer, lr_init=1e-2)
+    rates = []
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+
+def _weights_only_roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_portable_scheduler_keeps_nerfstudio_schedule_and_loads_weights_only():
+    settings = dict(lr_final=1e-4, max_steps=30, warmup_steps=5)
+    numpy_rates, numpy_state = _lr_trajectory(ExponentialDecaySchedulerConfig(**settings))
+    rates, state = _lr_trajectory(PortableExponentialDecaySchedulerConfig(**settings))
+    np.testing.assert_allclose(rates, numpy_rates, rtol=1e-12)
+    assert all(type(rate) is float for rate in rates)
+    with pytest.raises(Exception, match="weights_only"):  # the trap itself, with nerfstudio's scheduler
+        _weights_only_roundtrip(numpy_state)
+    assert _weights_only_roundtrip(state)["optimizer"]["param_groups"][0]["lr"] == rates[-1]
+
+
+def _image_metrics(model):
+    """Metrics of ``get_image_metrics_and_images`` on a random 64x64 rendering."""
+    generator = torch.Generator().manual_seed(0)
+    outputs = {name: torch.rand(64, 64, 1, generator=generator) for name in ("accumulation", "depth")}
+    outputs.update({f"prop_depth_{i}": torch.rand(64, 64, 1, generator=generator) for i in range(2)})
+    outputs["rgb"] = torch.rand(64, 64, 3, generator=generator)
+    metrics, _ = model.get_image_metrics_and_images(outputs, {"image": torch.rand(64, 64, 3, generator=generator)})
+    return metrics
+
+
+def test_offline_lpips_is_reported_unavailable_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # any download fails at once
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_model(RVSNerfactoModelConfig)
+    assert len([w for w in caught if "LPIPS is unavailable" in str(w.message)]) == 1
+    assert isinstance(model.lpips, UnavailableLPIPS)
+    metrics = _image_metrics(model)
+    assert "lpips" not in metrics and math.isfinite(metrics["psnr"])
+
+
+def test_lpips_is_reported_when_weights_are_available(monkeypatch, tmp_path):
+    """With AlexNet weights in the torch hub cache (random ones here: no network), LPIPS is computed as usual."""
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    model = build_model(RVSNerfactoModelConfig)
+    assert not isinstance(model.lpips, UnavailableLPIPS)
+    metrics = _image_metrics(model)
+    assert math.isfinite(metrics["lpips"]) and metrics["lpips"] > 0
