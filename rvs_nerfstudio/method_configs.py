@@ -10,13 +10,14 @@ from __future__ import annotations
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 from rvs_nerfstudio.compat import PortableExponentialDecaySchedulerConfig, default_device_type
+from rvs_nerfstudio.dataparsers import AutoDataParserConfig
+from rvs_nerfstudio.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
 
 
@@ -31,7 +32,7 @@ def nerfacto_trainer(method_name: str, model: ModelConfig) -> TrainerConfig:
         machine=MachineConfig(device_type=default_device_type()),
         pipeline=VanillaPipelineConfig(
             datamanager=ParallelDataManagerConfig(
-                dataparser=NerfstudioDataParserConfig(),
+                dataparser=AutoDataParserConfig(),
                 train_num_rays_per_batch=4096,
                 eval_num_rays_per_batch=4096,
             ),
@@ -64,4 +65,14 @@ rvs_nerfacto = MethodSpecification(
         ),
     ),
     description="Nerfacto with reparameterized volume sampling: proposals learn from the RGB loss, no interlevel loss.",
+)
+
+rvs_mc = MethodSpecification(
+    config=nerfacto_trainer(
+        "rvs-mc",
+        RVSMonteCarloModelConfig(
+            eval_num_rays_per_chunk=1 << 15, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3")
+        ),
+    ),
+    description="Monte Carlo rendering with reparameterized volume sampling: the radiance field runs at K points per ray.",
 )

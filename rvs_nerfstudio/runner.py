@@ -3,21 +3,31 @@
 Drives nerfstudio's own ``Trainer`` (its ``train_iteration`` and training callbacks), so the numbers are
 those of ``ns-train``, and adds wall-clock timers around the proposal sampler, the radiance field and
 the backward pass. Works for any nerfacto-style model (``proposal_sampler`` and ``field`` attributes).
+Each evaluation also counts the points at which the proposal networks and the radiance field were evaluated
+per rendered ray, and each run records its peak memory.
+
+Runs are repeatable: nerfstudio's ``ParallelDataManager`` draws the training rays in a spawned worker process,
+which does not inherit the trainer's seed, so the runner seeds that worker too (and ends it after the run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import random
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
+from unittest import mock
 
 import numpy as np
 import torch
 
+from nerfstudio.data.datamanagers import parallel_datamanager
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from rvs_nerfstudio import presets
@@ -45,6 +55,18 @@ class EvalPoint:
     step: int
     train_seconds: float
     metrics: Dict[str, float]
+    field_evals_per_ray: Dict[str, float] = field(default_factory=dict)
+    """Points per rendered ray at which the proposal networks (``"proposal"``, all levels together) and the
+    radiance field (``"radiance"``) were evaluated during this evaluation: counted, not taken from the config."""
+
+
+@dataclass
+class PeakMemory:
+    """The peak memory of a run, and what was measured."""
+
+    bytes: int = 0
+    kind: str = ""
+    """``torch.cuda.max_memory_allocated``, or the main process's peak resident set size (RSS) on a CPU."""
 
 
 @dataclass
@@ -53,6 +75,8 @@ class RunResult:
     steps: int
     times: PhaseTimes
     evals: List[EvalPoint] = field(default_factory=list)
+    peak_memory: PeakMemory = field(default_factory=PeakMemory)
+    """Over the whole run: setup, training and evaluations."""
 
     @property
     def seconds_per_step(self) -> float:
@@ -105,15 +129,106 @@ class _PhaseTimer:
         self.times.proposal_backward += end - split
 
 
+class _FieldEvalCounter:
+    """Wraps a model's proposal networks, radiance field and ``get_outputs`` to count points and rays."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.counts: Optional[Dict[str, int]] = None
+        proposal_networks = getattr(model, "proposal_networks", [])
+        for network in {id(network): network for network in proposal_networks}.values():
+            network.get_density = self._counted(network.get_density, "proposal")  # what density_fn calls
+        model.field.forward = self._counted(model.field.forward, "radiance")
+        model.get_outputs = self._counted(model.get_outputs, "rays")
+
+    def _counted(self, function: Callable, key: str) -> Callable:
+        def counted(*args, **kwargs):
+            if self.counts is not None:
+                samples = args[0] if args else next(iter(kwargs.values()))  # RaySamples or RayBundle
+                self.counts[key] += samples.shape.numel()
+            return function(*args, **kwargs)
+
+        return counted
+
+    @contextlib.contextmanager
+    def per_ray(self) -> Iterator[Dict[str, float]]:
+        """Counts while inside; the yielded dict then holds the proposal and radiance points per ray."""
+        per_ray: Dict[str, float] = {}
+        self.counts = {"rays": 0, "proposal": 0, "radiance": 0}
+        try:
+            yield per_ray
+        finally:
+            counts, self.counts = self.counts, None
+        rays = max(counts.pop("rays"), 1)
+        per_ray.update({key: count / rays for key, count in counts.items()})
+
+
+@contextlib.contextmanager
+def measure_peak_memory(device_type: str) -> Iterator[PeakMemory]:
+    """Measures the peak memory of the enclosed code: CUDA allocations on a GPU, else the process's peak RSS.
+
+    On Linux the RSS peak is reset on entry (``/proc/self/clear_refs``), so it is the peak of the enclosed
+    code; elsewhere it is the process's peak since it started (``resource.getrusage``).
+    """
+    peak = PeakMemory()
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        yield peak
+        peak.bytes, peak.kind = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+        return
+    status = Path("/proc/self/status")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS, to the current RSS
+    except OSError:
+        status = Path("/nonexistent")
+    yield peak
+    if status.exists():
+        (line,) = [line for line in status.read_text().splitlines() if line.startswith("VmHWM:")]
+        peak.bytes, peak.kind = int(line.split()[1]) * 1024, "peak RSS of the main process during the run"
+    else:
+        peak.bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak.kind = "peak RSS of the main process since it started"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def setup_trainer(config: TrainerConfig, data: Path, preset: str, output_dir: Path, seed: int) -> Trainer:
-    """A ready ``Trainer`` for ``config`` on ``data`` with ``preset`` applied, logging only to ``output_dir``."""
-    config = presets.apply(copy.deepcopy(config), preset)
+class _SeededDataProcessor(parallel_datamanager.DataProcessor):
+    """nerfstudio's training-ray worker process, seeded: a spawned process does not inherit the trainer's seed."""
+
+    def __init__(self, seed: int, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+
+    def run(self) -> None:
+        seed_everything(self.seed)
+        super().run()
+
+
+@contextlib.contextmanager
+def _seeded_data_workers(seed: int) -> Iterator[None]:
+    """``ParallelDataManager``s set up inside start their worker processes from ``seed``, ``seed + 1``, ..."""
+    seeds = itertools.count(seed)
+    with mock.patch.object(
+        parallel_datamanager, "DataProcessor", lambda *args, **kwargs: _SeededDataProcessor(next(seeds), *args, **kwargs)
+    ):
+        yield
+
+
+def _stop_data_workers(trainer: Trainer) -> None:
+    """Ends ``ParallelDataManager``'s worker processes, which would otherwise outlive the run (ns-train exits)."""
+    for process in getattr(trainer.pipeline.datamanager, "data_procs", []):
+        process.terminate()
+        process.join()
+
+
+def setup_trainer(config: TrainerConfig, data: Path, preset: Optional[str], output_dir: Path, seed: int) -> Trainer:
+    """A ready ``Trainer`` for ``config`` on ``data`` with ``preset`` applied (None: as it is), logging only to ``output_dir``."""
+    config = copy.deepcopy(config)
+    if preset is not None:
+        presets.apply(config, preset)
     config.pipeline.datamanager.data = data
     config.output_dir = output_dir
     config.vis = "tensorboard"
@@ -122,7 +237,7 @@ def setup_trainer(config: TrainerConfig, data: Path, preset: str, output_dir: Pa
     config.set_timestamp()
     seed_everything(seed)
     trainer = config.setup(local_rank=0, world_size=1)
-    with optional_lpips():
+    with optional_lpips(), _seeded_data_workers(seed):
         trainer.setup()
     return trainer
 
@@ -131,7 +246,7 @@ def train(
     config: TrainerConfig,
     data: Path,
     steps: int,
-    preset: str = "cpu-small",
+    preset: Optional[str] = "cpu-small",
     eval_every: int = 0,
     seed: int = 42,
     output_dir: Optional[Path] = None,
@@ -139,26 +254,37 @@ def train(
     """Trains ``steps`` steps, evaluating all held-out images every ``eval_every`` steps (0: only at the ends).
 
     The first evaluation (step 0) is of the untrained model. Evaluation time is not counted as training time.
+    ``preset=None`` uses ``config`` as it is. The same ``seed`` gives the same ray batches and initial weights.
     """
-    with tempfile.TemporaryDirectory() as scratch:
+    result = RunResult(method=config.method_name, steps=steps, times=PhaseTimes())
+    with tempfile.TemporaryDirectory() as scratch, measure_peak_memory(default_device_type()) as result.peak_memory:
         trainer = setup_trainer(config, data, preset, output_dir or Path(scratch), seed)
-        result = RunResult(method=config.method_name, steps=steps, times=PhaseTimes())
-        timer = _PhaseTimer(trainer.pipeline.model, result.times)
-        scale = trainer.grad_scaler.scale
-        trainer.grad_scaler.scale = lambda loss: _BackwardProxy(scale(loss), timer)  # time the backward pass
-        for step in range(steps + 1):
-            if step % (eval_every or steps) == 0:
-                result.evals.append(EvalPoint(step, result.times.step, evaluate(trainer)))
-            if step == steps:
-                break
-            start, timer.enabled = time.perf_counter(), True
-            _run_callbacks(trainer, step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-            trainer.pipeline.train()
-            trainer.train_iteration(step)
-            _run_callbacks(trainer, step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-            result.times.step += time.perf_counter() - start
-            timer.enabled = False
+        try:
+            _train_and_evaluate(trainer, result, steps, eval_every)
+        finally:
+            _stop_data_workers(trainer)
     return result
+
+
+def _train_and_evaluate(trainer: Trainer, result: RunResult, steps: int, eval_every: int) -> None:
+    timer = _PhaseTimer(trainer.pipeline.model, result.times)
+    counter = _FieldEvalCounter(trainer.pipeline.model)
+    scale = trainer.grad_scaler.scale
+    trainer.grad_scaler.scale = lambda loss: _BackwardProxy(scale(loss), timer)  # time the backward pass
+    for step in range(steps + 1):
+        if step % (eval_every or steps) == 0:
+            with counter.per_ray() as field_evals_per_ray:
+                metrics = evaluate(trainer)
+            result.evals.append(EvalPoint(step, result.times.step, metrics, field_evals_per_ray))
+        if step == steps:
+            break
+        start, timer.enabled = time.perf_counter(), True
+        _run_callbacks(trainer, step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        trainer.pipeline.train()
+        trainer.train_iteration(step)
+        _run_callbacks(trainer, step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        result.times.step += time.perf_counter() - start
+        timer.enabled = False
 
 
 class _BackwardProxy:

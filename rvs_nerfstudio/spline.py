@@ -100,6 +100,23 @@ def total_opacity(
     return -torch.expm1(-knot_integrals(knots, densities, interpolation)[..., -1:])
 
 
+def interval_weights(
+    knots: Float[Tensor, "*batch m1"], densities: Float[Tensor, "*batch m1"], interpolation: Interpolation = "linear"
+) -> Float[Tensor, "*batch m"]:
+    """Probability that the ray terminates in each knot interval, :math:`F(t_{i+1}) - F(t_i)`; they sum to :math:`y_f`.
+
+    Computed as :math:`T(t_i)\\,(1 - e^{-(I_{i+1} - I_i)})` from each interval's own optical depth, so weights
+    stay accurate where :math:`F` is close to 1. With the interval midpoints they give the quadrature of any
+    function against the termination distribution, e.g. the expected depth :math:`\\sum_i w_i \\bar t_i / y_f`.
+
+    >>> interval_weights(torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0.0, 2.0, 2.0]))
+    tensor([0.6321, 0.3611])
+    """
+    widths, slopes = _bin_slopes(knots, densities, interpolation)
+    depths = densities[..., :-1] * widths + 0.5 * slopes * widths**2
+    return torch.exp(-knot_integrals(knots, densities, interpolation)[..., :-1]) * -torch.expm1(-depths)
+
+
 def stratified_u(
     batch_shape: torch.Size | Tuple[int, ...],
     num_samples: int,

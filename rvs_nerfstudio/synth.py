@@ -1,4 +1,4 @@
-"""Deterministic synthetic scenes with known ground truth, written as nerfstudio datasets.
+"""Deterministic synthetic scenes with known ground truth, written as nerfstudio, LLFF or Blender datasets.
 
 Every pixel is ray traced analytically in numpy (ray-sphere, ray-box and ray-plane intersections,
 nearest hit wins), so the geometry (``render`` returns the exact hit distance) and the colour of any
@@ -12,6 +12,19 @@ ray are known exactly. World axes are z-up for ``"object"`` and y-up for ``"forw
   every view) with a striped sphere, a checkered box and a checkered sphere at depths ~2-5 in
   front of it. Cameras sit at random points of a disc of radius 0.5 in the plane z = 0 and all look
   towards -z (at slightly jittered points near (0, 0, -4)).
+
+Three layouts are written, all with the same ground truth (``ground_truth.json``):
+
+- ``"nerfstudio"``: ``images/`` and ``transforms.json`` with explicit train/val/test file lists.
+- ``"llff"``: the LLFF layout of the paper's forward-facing scenes: ``images/`` at full resolution,
+  ``images_{f}/`` rendered at 1/f resolution under other file names (``IMG_0003.PNG`` and
+  ``003.png``: only their sorted order pairs them) and ``poses_bounds.npy``. Its rows list the train
+  views, then the test views; LLFF splits by index. Each row is the 3x5 matrix
+  [down | right | back | camera centre | (height, width, focal)] flattened row-major, then the nearest
+  and farthest ground-truth depth (along the camera axis) seen in the view.
+- ``"blender"``: the layout of the Blender synthetic scenes: ``transforms_{train,val,test}.json``
+  (``camera_angle_x``; ``file_path`` without extension, e.g. ``./train/r_0``) and RGBA PNGs that are
+  transparent black where the ray misses every object. The val split lists the test views.
 
 Shading is albedo * (ambient + Lambert diffuse from a fixed directional light) plus, optionally,
 a view-dependent Blinn-Phong specular term, clipped to [0, 1]. Cameras are pinholes with a 40° field
@@ -33,6 +46,7 @@ from rich.console import Console
 from rich.progress import track
 
 SceneName = Literal["object", "forward"]
+Layout = Literal["nerfstudio", "llff", "blender"]
 Vec3 = tuple[float, float, float]
 
 EPS = 1e-6
@@ -213,12 +227,16 @@ def render(
 
 @dataclass
 class SynthConfig:
-    """Write a synthetic nerfstudio dataset with known ground truth (see rvs_nerfstudio.synth)."""
+    """Write a synthetic dataset with known ground truth (see rvs_nerfstudio.synth)."""
 
     output: Path = Path("data/rvs-synth/object")
-    """Folder to write (images/, transforms.json, ground_truth.json)."""
+    """Folder to write (the layout's images and camera files, and ground_truth.json)."""
     scene: SceneName = "object"
     """Scene: 360° object-centric 'object' or LLFF-like forward-facing 'forward'."""
+    layout: Layout = "nerfstudio"
+    """Files to write: nerfstudio (transforms.json), llff (poses_bounds.npy) or blender (transforms_{split}.json)."""
+    llff_factors: tuple[int, ...] = (2, 4)
+    """Downscale factors f of the images_{f}/ folders of the llff layout; each must divide --resolution."""
     resolution: int = 64
     """Width and height of the square images in pixels."""
     num_train: int = 40
@@ -294,6 +312,13 @@ def _check(config: SynthConfig) -> None:
         value = getattr(config, name)
         if value < 1:
             raise SystemExit(f"rvs-synth: --{name.replace('_', '-')} must be at least 1 (got {value})")
+    if config.layout == "llff":
+        for factor in config.llff_factors:
+            if factor < 2 or config.resolution % factor:
+                raise SystemExit(
+                    f"rvs-synth: --llff-factors must be at least 2 and divide --resolution {config.resolution} "
+                    f"(got {factor})"
+                )
     out = config.output
     if out.exists() and not out.is_dir():
         raise SystemExit(f"rvs-synth: {out} exists and is not a folder; pick another --output")
@@ -305,20 +330,24 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def generate_scene(config: SynthConfig) -> Path:
-    """Render all views into ``config.output`` and write transforms.json and ground_truth.json.
+def _render_image(config: SynthConfig, c2w: np.ndarray, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """8-bit RGB image [H, W, 3] of one view and the depth [H, W] along the camera axis (inf on miss)."""
+    origins, directions = pixel_rays(c2w, intrinsics)
+    rgb, depth, _ = render(config.scene, origins, directions, config.view_dependent)
+    # Directions through the image plane at unit camera depth: their length converts distance to depth.
+    axial = depth / np.linalg.norm(directions, axis=-1)
+    shape = (intrinsics.h, intrinsics.w)
+    return np.round(rgb * 255).astype(np.uint8).reshape(*shape, 3), axial.reshape(shape)
 
-    The output is byte-for-byte identical for identical configs. Returns ``config.output``.
-    """
-    _check(config)
-    train, test, intrinsics = camera_poses(config)
+
+def _write_nerfstudio(config: SynthConfig, train: np.ndarray, test: np.ndarray, intrinsics: Intrinsics) -> None:
+    """``images/{train,test}_NNN.png`` and ``transforms.json`` with the split as file lists."""
     views = [(f"train_{i:03d}", c2w) for i, c2w in enumerate(train)]
     views += [(f"test_{i:03d}", c2w) for i, c2w in enumerate(test)]
     (config.output / "images").mkdir(parents=True, exist_ok=True)
     frames = []
     for name, c2w in track(views, description=f"rendering {config.scene}", transient=True):
-        rgb, _, _ = render(config.scene, *pixel_rays(c2w, intrinsics), config.view_dependent)
-        pixels = np.round(rgb * 255).astype(np.uint8).reshape(intrinsics.h, intrinsics.w, 3)
+        pixels, _ = _render_image(config, c2w, intrinsics)
         file_path = f"images/{name}.png"
         Image.fromarray(pixels, "RGB").save(config.output / file_path)
         frames.append({"file_path": file_path, "transform_matrix": c2w.tolist()})
@@ -337,6 +366,73 @@ def generate_scene(config: SynthConfig) -> Path:
             "test_filenames": split["test"],
         },
     )
+
+
+def opengl_to_llff(c2w: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """LLFF 3x5 matrices [N, 3, 5] of camera-to-world poses [N, 4, 4] with OpenGL axes [right, up, back].
+
+    LLFF's columns are the camera's down, right and back axes, its centre, then (height, width, focal).
+    """
+    right, up, back, centre = (c2w[:, :3, k] for k in range(4))
+    hwf = np.broadcast_to([intrinsics.h, intrinsics.w, intrinsics.fl_x], centre.shape)
+    return np.stack([-up, right, back, centre, hwf], axis=-1)
+
+
+def _write_llff(config: SynthConfig, train: np.ndarray, test: np.ndarray, intrinsics: Intrinsics) -> None:
+    """``images/``, ``images_{f}/`` and ``poses_bounds.npy`` of the train views followed by the test views."""
+    poses = np.concatenate([train, test])
+    folders = {1: "images", **{f: f"images_{f}" for f in config.llff_factors}}
+    for folder in folders.values():
+        (config.output / folder).mkdir(parents=True, exist_ok=True)
+    bounds = []
+    for i, c2w in enumerate(track(poses, description=f"rendering {config.scene}", transient=True)):
+        for factor, folder in folders.items():
+            scaled = Intrinsics(
+                *(v / factor for v in (intrinsics.fl_x, intrinsics.fl_y, intrinsics.cx, intrinsics.cy)),
+                intrinsics.w // factor,
+                intrinsics.h // factor,
+            )
+            pixels, depth = _render_image(config, c2w, scaled)
+            name = f"IMG_{i:04d}.PNG" if factor == 1 else f"{i:03d}.png"
+            Image.fromarray(pixels, "RGB").save(config.output / folder / name, format="PNG")
+            if factor == 1:
+                seen = depth[np.isfinite(depth)]
+                bounds.append([seen.min(), seen.max()])
+    rows = np.concatenate([opengl_to_llff(poses, intrinsics).reshape(len(poses), 15), np.array(bounds)], axis=1)
+    np.save(config.output / "poses_bounds.npy", rows)
+
+
+def _write_blender(config: SynthConfig, train: np.ndarray, test: np.ndarray, intrinsics: Intrinsics) -> None:
+    """``{train,test}/r_N.png`` (RGBA) and ``transforms_{train,val,test}.json``; val lists the test views."""
+    camera_angle_x = 2 * math.atan(intrinsics.w / (2 * intrinsics.fl_x))
+    for split, poses in (("train", train), ("test", test)):
+        (config.output / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i, c2w in enumerate(track(poses, description=f"rendering {config.scene} {split}", transient=True)):
+            pixels, depth = _render_image(config, c2w, intrinsics)
+            alpha = np.where(np.isfinite(depth), 255, 0).astype(np.uint8)[..., None]
+            Image.fromarray(np.concatenate([pixels * (alpha // 255), alpha], axis=-1), "RGBA").save(
+                config.output / split / f"r_{i}.png"
+            )
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
+        meta = {"camera_angle_x": camera_angle_x, "frames": frames}
+        for name in ("train",) if split == "train" else ("val", "test"):
+            _write_json(config.output / f"transforms_{name}.json", meta)
+
+
+WRITERS = {"nerfstudio": _write_nerfstudio, "llff": _write_llff, "blender": _write_blender}
+"""The writer of each layout: ``(config, train poses, test poses, intrinsics)``."""
+
+
+def generate_scene(config: SynthConfig) -> Path:
+    """Render all views into ``config.output`` in ``config.layout`` and write ground_truth.json.
+
+    The output is byte-for-byte identical for identical configs. Returns ``config.output``.
+    """
+    _check(config)
+    train, test, intrinsics = camera_poses(config)
+    config.output.mkdir(parents=True, exist_ok=True)
+    WRITERS[config.layout](config, train, test, intrinsics)
     scene = SCENES[config.scene]
     _write_json(
         config.output / "ground_truth.json",
@@ -360,7 +456,7 @@ def entrypoint() -> None:
     path = generate_scene(config)
     Console().print(
         f"rvs-synth: wrote {config.num_train} train + {config.num_test} test views "
-        f"({config.resolution}x{config.resolution}, scene {config.scene!r}) to {path}",
+        f"({config.resolution}x{config.resolution}, scene {config.scene!r}, {config.layout} layout) to {path}",
         markup=False,
         soft_wrap=True,
     )

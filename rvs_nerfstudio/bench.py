@@ -1,0 +1,401 @@
+"""``rvs-bench``: nerfacto, rvs-nerfacto and rvs-mc side by side on the project's synthetic scenes.
+
+Every method is trained on every scene with the same data split, seed, ray batch and step count, through
+nerfstudio's own ``Trainer`` (:mod:`rvs_nerfstudio.runner`), then evaluated on all held-out views. Per
+(method, scene) the benchmark reports PSNR, SSIM, LPIPS (where its weights are available), training wall time
+and rays/s, render rays/s on the held-out views (nerfstudio's ``num_rays_per_sec``, which includes the
+per-image metric computation), the proposal-network and radiance-field evaluations per rendered ray (counted
+during the final evaluation), and peak memory (CUDA allocations on a GPU, the main process's peak RSS on a CPU;
+the data-loading worker process, the same for every method, is not included).
+
+Scenes come from :mod:`rvs_nerfstudio.synth` (seed 0), generated on the fly into the output folder: ``object``
+(360°, white background) and ``forward`` (forward-facing, content at several depths). ``--seeds`` vary training
+only (initial weights, ray batches, jitter); several seeds give the mean ± standard deviation.
+
+Writes ``results.json`` (every number, date, hardware, command), ``results.md`` (the table for the README) and
+``psnr_vs_speed.png`` (held-out PSNR against render rays/s).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+import torch
+import tyro
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from rvs_nerfstudio import presets
+from rvs_nerfstudio.synth import SceneName, SynthConfig, generate_scene
+
+OUTPUT_FILES = ("results.json", "results.md", "psnr_vs_speed.png")
+
+
+@dataclass(frozen=True)
+class BenchPreset:
+    """What a benchmark preset fixes besides the methods."""
+
+    model_preset: str
+    """Key of :data:`rvs_nerfstudio.presets.PRESETS` applied to every method."""
+    steps: int
+    resolution: int
+    num_train: int
+    num_test: int
+
+
+BENCH_PRESETS: Dict[str, BenchPreset] = {
+    # Measured on 2 AMD EPYC cores, nerfacto / rvs-nerfacto / rvs-mc K=8: 0.23 / 0.16 / 0.14 s per step and 5 s per
+    # evaluation of the 8 held-out views (quiet, 2 threads): 6 runs of 600 steps take ~12 min; ~16 min with one
+    # thread on a busy machine (0.24 / 0.26 / 0.22 s per step, 6.5 s per evaluation).
+    "cpu-small": BenchPreset("cpu-small", steps=600, resolution=64, num_train=40, num_test=8),
+    "gpu": BenchPreset("full", steps=30000, resolution=256, num_train=100, num_test=20),
+}
+
+
+@dataclass
+class BenchConfig:
+    """Train nerfacto, rvs-nerfacto and rvs-mc side by side on synthetic scenes; tabulate quality and cost."""
+
+    preset: Literal["cpu-small", "gpu"] = "cpu-small"
+    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 2 scenes in <= 20 min on 2 cores); gpu: nerfacto's full settings, 30000 steps."""
+    methods: Tuple[str, ...] = ("nerfacto", "rvs-nerfacto", "rvs-mc:K=8")
+    """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'."""
+    scenes: Tuple[SceneName, ...] = ("object", "forward")
+    """Synthetic scenes, generated deterministically into OUTPUT/scenes."""
+    steps: Optional[int] = None
+    """Training steps per run (default: 600 for cpu-small, 30000 for gpu)."""
+    seeds: Tuple[int, ...] = (0,)
+    """Training seeds (the scenes stay fixed); several report the mean ± standard deviation over seeds."""
+    resolution: Optional[int] = None
+    """Scene image width and height in pixels (default: 64 for cpu-small, 256 for gpu)."""
+    threads: Optional[int] = None
+    """CPU threads for torch (default: torch's, one per core); 1 is steadier on a machine shared with other jobs."""
+    output: Path = Path("outputs/rvs-bench")
+    """Folder for results.json, results.md, psnr_vs_speed.png and the generated scenes."""
+    overwrite: bool = False
+    """Replace earlier results in OUTPUT."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method and the model-config values to set on it, parsed from e.g. ``rvs-mc:K=8``."""
+
+    label: str
+    """The text it was parsed from, used to name the method in the results."""
+    name: str
+    model_options: Tuple[Tuple[str, Any], ...] = ()
+
+
+OPTION_ALIASES = {"K": "num_radiance_samples"}
+"""Short option names in method strings → model-config fields."""
+
+
+def _parse_value(text: str) -> Any:
+    """``"8"`` → 8, ``"0.5"`` → 0.5, ``"true"``/``"false"`` → bool, anything else stays a string."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_method(text: str) -> MethodSpec:
+    """Parses ``name[:option=value[,option=value...]]``; a one-line ``SystemExit`` for malformed text."""
+    name, _, options = text.partition(":")
+    pairs = []
+    for item in options.split(",") if options else ():
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not (key and equals and value):
+            raise SystemExit(f"rvs-bench: cannot read option {item!r} of method {text!r}; write name:option=value,option=value")
+        pairs.append((OPTION_ALIASES.get(key, key), _parse_value(value)))
+    if not name.strip():
+        raise SystemExit(f"rvs-bench: method {text!r} has no name; write e.g. rvs-mc:K=8")
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise SystemExit(f"rvs-bench: method {text!r} sets an option twice")
+    return MethodSpec(text, name.strip(), tuple(pairs))
+
+
+def method_config(spec: MethodSpec, methods: Dict[str, TrainerConfig], model_preset: str) -> TrainerConfig:
+    """A copy of the method's registered config with ``model_preset`` applied, then the spec's model options."""
+    if spec.name not in methods:
+        raise SystemExit(f"rvs-bench: unknown method {spec.name!r}; registered: {', '.join(sorted(methods))}")
+    config = presets.apply(copy.deepcopy(methods[spec.name]), model_preset)
+    model = config.pipeline.model
+    for key, value in spec.model_options:
+        if not hasattr(model, key):
+            raise SystemExit(f"rvs-bench: {spec.name}'s model has no option {key!r} (in {spec.label!r})")
+        current = getattr(model, key)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        setattr(model, key, value)
+    return config
+
+
+def check_output(config: BenchConfig) -> None:
+    """A one-line ``SystemExit`` if OUTPUT already holds results and ``--overwrite`` was not given."""
+    existing = [name for name in OUTPUT_FILES if (config.output / name).exists()]
+    if existing and not config.overwrite:
+        raise SystemExit(f"rvs-bench: {config.output / existing[0]} exists; pass --overwrite or pick another --output")
+
+
+def hardware() -> Dict[str, Any]:
+    """CPU model and cores, accelerator, and library versions of this machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": names[0] if names else platform.processor() or platform.machine(),
+        "cpu_cores": cores,
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "nerfstudio": version("nerfstudio"),
+        "python": platform.python_version(),
+    }
+
+
+def run_record(
+    spec: MethodSpec, scene: str, seed: int, result: Any, rays_per_batch: int, wall_seconds: float
+) -> Dict[str, Any]:
+    """The numbers of one (method, scene, seed) run, from a :class:`rvs_nerfstudio.runner.RunResult`.
+
+    ``wall_seconds`` is the whole run's, setup and evaluations included.
+    """
+    final = result.evals[-1]
+    lpips = final.metrics.get("lpips")
+    return {
+        "method": spec.label,
+        "scene": scene,
+        "seed": seed,
+        "psnr": final.metrics["psnr"],
+        "ssim": final.metrics["ssim"],
+        "lpips": lpips if lpips is not None and math.isfinite(lpips) else None,  # NaN: LPIPS weights unavailable
+        "train_seconds": result.times.step,
+        "train_rays_per_sec": result.steps * rays_per_batch / result.times.step,
+        "render_rays_per_sec": final.metrics["num_rays_per_sec"],
+        "proposal_evals_per_ray": final.field_evals_per_ray["proposal"],
+        "radiance_evals_per_ray": final.field_evals_per_ray["radiance"],
+        "peak_memory_mib": result.peak_memory.bytes / 2**20,
+        "peak_memory_kind": result.peak_memory.kind,
+        "seconds_per_step": result.seconds_per_step,
+        "wall_seconds": wall_seconds,
+        "phase_seconds": asdict(result.times),
+        "evals": [asdict(point) for point in result.evals],
+    }
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    digits: int
+
+
+COLUMNS = (
+    Column("psnr", "PSNR ↑", 2),
+    Column("ssim", "SSIM ↑", 3),
+    Column("lpips", "LPIPS ↓", 3),
+    Column("train_seconds", "train s", 0),
+    Column("train_rays_per_sec", "train rays/s", 0),
+    Column("render_rays_per_sec", "render rays/s", 0),
+    Column("proposal_evals_per_ray", "proposal evals/ray", 1),
+    Column("radiance_evals_per_ray", "radiance evals/ray", 1),
+    Column("peak_memory_mib", "peak memory MiB", 0),
+)
+"""The table's numeric columns, after method and scene."""
+
+
+def summarize(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per (method, scene), in order of first appearance: each column's mean and sample std over seeds.
+
+    ``std`` is None with a single seed; a column that no run reports (LPIPS offline) has mean None.
+    """
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["method"], run["scene"]), []).append(run)
+    summary = []
+    for (method, scene), group in groups.items():
+        row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group]}
+        for column in COLUMNS:
+            values = [run[column.key] for run in group if run[column.key] is not None]
+            row[column.key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+            }
+        summary.append(row)
+    return summary
+
+
+def _format(stat: Dict[str, Optional[float]], digits: int) -> str:
+    if stat["mean"] is None:
+        return "–"
+    text = f"{stat['mean']:,.{digits}f}"
+    return text if stat["std"] is None else f"{text} ± {stat['std']:,.{digits}f}"
+
+
+def markdown_table(results: Dict[str, Any]) -> str:
+    """The README's results table: a caption with date, hardware and command, then one row per (method, scene)."""
+    meta, hw = results["meta"], results["meta"]["hardware"]
+    seeds = meta["seeds"]
+    lines = [
+        f"Measured {meta['date'][:10]} on {hw['cpu']} ({hw['cpu_cores']} cores, {hw['torch_threads']} torch threads), "
+        f"device {hw['device']}, torch {hw['torch']}, nerfstudio {hw['nerfstudio']}.",
+        f"Preset {meta['preset']}: {meta['steps']} steps of {meta['train_rays_per_batch']} rays, "
+        f"{meta['resolution']}×{meta['resolution']} px scenes ({meta['num_train']} train / {meta['num_test']} held-out views), "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+        + (" (mean ± std over seeds)" if len(seeds) > 1 else "")
+        + f"; peak memory is {meta['peak_memory_kind']}.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        "| method | scene | " + " | ".join(column.header for column in COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for row in results["summary"]:
+        cells = [_format(row[column.key], column.digits) for column in COLUMNS]
+        lines.append(f"| {row['method']} | {row['scene']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
+    """One point per (method, scene): held-out PSNR against render rays/s (log scale), error bars over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    methods = list(dict.fromkeys(row["method"] for row in results["summary"]))
+    scenes = list(dict.fromkeys(row["scene"] for row in results["summary"]))
+    markers = "os^Dvx*"
+    for row in results["summary"]:
+        speed, psnr = row["render_rays_per_sec"], row["psnr"]
+        axes.errorbar(
+            speed["mean"], psnr["mean"], xerr=speed["std"], yerr=psnr["std"], linestyle="none", capsize=3,
+            marker=markers[scenes.index(row["scene"]) % len(markers)], markersize=8,
+            color=f"C{methods.index(row['method'])}", label=f"{row['method']} · {row['scene']}",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("render rays/s (held-out views)")
+    axes.set_ylabel("held-out PSNR (dB)")
+    meta = results["meta"]
+    axes.set_title(f"rvs-bench {meta['preset']}: {meta['steps']} steps, {meta['hardware']['device']}", fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.savefig(path, dpi=150)
+
+
+def write_results(results: Dict[str, Any], output: Path) -> None:
+    """``results.json``, ``results.md`` and ``psnr_vs_speed.png`` in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (output / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    plot_psnr_vs_speed(results, output / "psnr_vs_speed.png")
+
+
+def make_scenes(config: BenchConfig, preset: BenchPreset) -> Dict[str, Path]:
+    """Generates (or regenerates, byte for byte) each scene into OUTPUT/scenes/NAME."""
+    resolution = config.resolution or preset.resolution
+    return {
+        scene: generate_scene(
+            SynthConfig(
+                output=config.output / "scenes" / scene, scene=scene, resolution=resolution,
+                num_train=preset.num_train, num_test=preset.num_test, seed=0, overwrite=True,
+            )
+        )
+        for scene in dict.fromkeys(config.scenes)
+    }
+
+
+def run_bench(config: BenchConfig, command: str) -> Dict[str, Any]:
+    """Runs every (seed, scene, method), writes the three output files and returns what results.json holds."""
+    check_output(config)
+    if not config.methods or not config.scenes or not config.seeds:
+        raise SystemExit("rvs-bench: give at least one method, one scene and one seed")
+    specs = [parse_method(text) for text in config.methods]
+    if len({spec.label for spec in specs}) != len(specs):
+        raise SystemExit("rvs-bench: a method is listed twice")
+    preset = BENCH_PRESETS[config.preset]
+    steps = preset.steps if config.steps is None else config.steps
+    if steps < 1:
+        raise SystemExit(f"rvs-bench: --steps must be at least 1 (got {steps})")
+    if config.threads is not None and config.threads < 1:
+        raise SystemExit(f"rvs-bench: --threads must be at least 1 (got {config.threads})")
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    from nerfstudio.configs.method_configs import all_methods  # slow: it discovers every installed method
+    from rvs_nerfstudio import runner
+
+    trainer_configs = {spec.label: method_config(spec, all_methods, preset.model_preset) for spec in specs}
+    # Method options only touch the model, so every method trains on the preset's ray batch.
+    rays_per_batch = next(iter(trainer_configs.values())).pipeline.datamanager.train_num_rays_per_batch
+    scenes = make_scenes(config, preset)
+    runs: List[Dict[str, Any]] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=CONSOLE) as progress:
+        task = progress.add_task("rvs-bench", total=len(config.seeds) * len(scenes) * len(specs))
+        for seed in config.seeds:
+            for scene, data in scenes.items():
+                for spec in specs:
+                    progress.update(task, description=f"{spec.label} on {scene}, seed {seed}")
+                    start = time.perf_counter()
+                    result = runner.train(trainer_configs[spec.label], data, steps, preset=None, seed=seed)
+                    run = run_record(spec, scene, seed, result, rays_per_batch, time.perf_counter() - start)
+                    runs.append(run)
+                    progress.advance(task)
+                    progress.console.print(
+                        f"{spec.label} on {scene}, seed {seed}: PSNR {run['psnr']:.2f} dB, "
+                        f"{run['train_seconds']:.0f} s training ({run['seconds_per_step']:.3f} s/step)"
+                    )
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "hardware": hardware(),
+        "preset": config.preset,
+        "model_preset": preset.model_preset,
+        "steps": steps,
+        "seeds": list(config.seeds),
+        "scenes": list(scenes),
+        "methods": [spec.label for spec in specs],
+        "train_rays_per_batch": rays_per_batch,
+        "resolution": config.resolution or preset.resolution,
+        "num_train": preset.num_train,
+        "num_test": preset.num_test,
+        "peak_memory_kind": runs[0]["peak_memory_kind"],
+    }
+    results = {"meta": meta, "summary": summarize(runs), "runs": runs}
+    write_results(results, config.output)
+    return results
+
+
+def entrypoint() -> None:
+    """Console script ``rvs-bench``."""
+    quiet = "ignore:Using a non-tuple sequence for multidimensional indexing:UserWarning"  # nerfstudio 1.1.5 on torch 2.9+
+    warnings.filterwarnings("ignore", message=quiet.split(":")[1])
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))  # data workers
+    config = tyro.cli(BenchConfig)
+    results = run_bench(config, shlex.join(["rvs-bench", *sys.argv[1:]]))
+    CONSOLE.print(markdown_table(results), markup=False, highlight=False, soft_wrap=True)
+    CONSOLE.print(f"rvs-bench: wrote {', '.join(OUTPUT_FILES)} to {config.output}", markup=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    entrypoint()

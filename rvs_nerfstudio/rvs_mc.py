@@ -1,0 +1,214 @@
+"""``rvs-mc``: Monte Carlo volume rendering with K radiance-field calls per ray.
+
+The first use of reparameterized volume sampling in Morozov et al., *Differentiable Rendering with
+Reparameterized Volume Sampling*, AISTATS 2024 (arXiv:2302.10970). Geometry comes only from cheap density
+networks (nerfacto's proposal networks: hash grid and a tiny MLP). Their RVS levels end in a density spline
+per ray, from which K points :math:`t_k` are drawn with the reparameterized, stratified inverse CDF. The
+radiance field runs at those K points only, and the pixel colour is the unbiased estimate
+
+.. math:: \\hat C = y_f \\cdot \\frac{1}{K} \\sum_k c(t_k) + (1 - y_f)\\, c_{bg}
+
+of the spline's volume-rendered colour (:math:`y_f` is the ray's total opacity). Nerfstudio's ``RGBRenderer``
+computes exactly this when every point has weight :math:`y_f / K`, so its background options apply as they
+are. Gradients of the photometric loss reach every density network through :math:`y_f` and through the
+positions :math:`t_k`; there is no interlevel loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, Type
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tyro.conf import Suppress
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from rvs_nerfstudio import spline
+from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
+from rvs_nerfstudio.sampler import RVSProposalSampler, spline_from_bins
+
+EVAL_DRAWS_SEED = 0
+"""Seed of the evaluation quantiles when several draws are averaged, so that renders are repeatable."""
+
+
+class RVSMonteCarloSampler(RVSProposalSampler):
+    """RVS proposal levels whose last density spline is sampled at K points for Monte Carlo rendering.
+
+    All levels but the last resample as in :class:`~rvs_nerfstudio.sampler.RVSProposalSampler` (density
+    padding included). The last level's density at its bins defines the ray's rendering distribution: a
+    spline with no padding, from which the radiance points are drawn. Its knot intervals, weighted by their
+    termination probabilities, are appended to the per-level lists for depth, accumulation and the
+    distortion loss.
+
+    Args:
+        num_proposal_samples_per_ray: Samples per ray for each proposal level.
+        num_radiance_samples: K, the radiance points per ray in training (independently jittered strata).
+        eval_num_radiance_samples: K at evaluation.
+        eval_num_draws: Independent draws of K points per ray at evaluation; with 1 the quantiles are the
+            strata midpoints, with more they are jittered from a fixed seed.
+        **proposal_options: ``single_jitter``, ``interpolation``, ... as for the parent.
+    """
+
+    def __init__(
+        self,
+        num_proposal_samples_per_ray: Sequence[int],
+        num_radiance_samples: int,
+        eval_num_radiance_samples: int,
+        eval_num_draws: int,
+        **proposal_options,
+    ) -> None:
+        # The parent's "samples per ray handed to the radiance field" are the K training points.
+        super().__init__(num_proposal_samples_per_ray, num_radiance_samples, **proposal_options)
+        self.eval_num_radiance_samples = eval_num_radiance_samples
+        self.eval_num_draws = eval_num_draws
+
+    def generate_ray_samples(
+        self, ray_bundle: Optional[RayBundle] = None, density_fns: Optional[List[Callable]] = None
+    ) -> Tuple[RaySamples, List[Tensor], List[RaySamples]]:
+        """Runs the proposal levels and draws the radiance points from the last one's density spline.
+
+        Returns:
+            Zero-width samples at the radiance points ``[num_rays, num_points]``; per proposal level its
+            quadrature weights and samples, followed by the final spline's interval weights and intervals.
+        """
+        assert ray_bundle is not None and density_fns is not None
+        # Without the last density network, the parent stops at the last level's samples.
+        ray_samples, weights_list, ray_samples_list = super().generate_ray_samples(ray_bundle, density_fns[:-1])
+        density = density_fns[-1](ray_samples.frustums.get_positions())
+        weights_list.append(ray_samples.get_weights(density))
+        ray_samples_list.append(ray_samples)
+
+        knots, knot_densities = spline_from_bins(ray_samples, density)
+        weights_list.append(spline.interval_weights(knots, knot_densities, self.interpolation)[..., None])
+        ray_samples_list.append(self._along_ray(ray_bundle, ray_samples, knots[..., :-1], knots[..., 1:]))
+        u = self.quantiles(knots.shape[:-1], knots.device, knots.dtype)
+        points = spline.sample(knots, knot_densities, u, self.interpolation)
+        return self._along_ray(ray_bundle, ray_samples, points, points), weights_list, ray_samples_list
+
+    def quantiles(
+        self, batch_shape: torch.Size, device: torch.device, dtype: torch.dtype
+    ) -> Float[Tensor, "*batch num_points"]:
+        """The radiance points' quantiles ``u`` in (0, 1) for the current mode (training or evaluation)."""
+        if self.training:
+            return spline.stratified_u(batch_shape, self.num_nerf_samples_per_ray, "independent", device, dtype)
+        if self.eval_num_draws == 1:
+            return spline.stratified_u(batch_shape, self.eval_num_radiance_samples, "none", device, dtype)
+        generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
+        draws_shape = (*batch_shape, self.eval_num_draws)
+        u = spline.stratified_u(draws_shape, self.eval_num_radiance_samples, "independent", device, dtype, generator)
+        return u.flatten(-2)
+
+    @staticmethod
+    def _along_ray(
+        ray_bundle: RayBundle, level: RaySamples, spacing_starts: Float[Tensor, "*batch n"], spacing_ends: Float[Tensor, "*batch n"]
+    ) -> RaySamples:
+        """Samples between spacing coordinates (those of ``level``'s spline), placed along the rays in distance."""
+        assert level.spacing_to_euclidean_fn is not None
+        return ray_bundle.get_ray_samples(
+            bin_starts=level.spacing_to_euclidean_fn(spacing_starts)[..., None],
+            bin_ends=level.spacing_to_euclidean_fn(spacing_ends)[..., None],
+            spacing_starts=spacing_starts[..., None],
+            spacing_ends=spacing_ends[..., None],
+            spacing_to_euclidean_fn=level.spacing_to_euclidean_fn,
+        )
+
+
+@dataclass
+class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
+    """Monte Carlo rendering with RVS: density networks for geometry, the radiance field at K points per ray."""
+
+    _target: Type = field(default_factory=lambda: RVSMonteCarloModel)
+    num_radiance_samples: int = 8
+    """K in training: radiance-field evaluations per ray, at stratified reparameterized draws from the density spline."""
+    eval_num_radiance_samples: Optional[int] = None
+    """K for evaluation and rendering; None uses num-radiance-samples."""
+    eval_num_draws: int = 1
+    """Independent draws of K points averaged per pixel at evaluation (1: deterministic midpoints; more: fixed seed)."""
+    background_color: Literal["random", "black", "white"] = "random"
+    """Colour behind the density, weighted 1 - y_f ("random" in training makes the density explain every pixel)."""
+    use_distortion_loss: bool = True
+    """Add nerfacto's distortion loss (times distortion-loss-mult) on the final density spline's intervals."""
+    # Nerfacto knobs with no meaning here (K replaces the nerf samples; the radiance field's density, normals
+    # and per-sample gradient scaling are not used): fixed and hidden from the CLI.
+    num_nerf_samples_per_ray: Suppress[int] = 48
+    use_gradient_scaling: Suppress[bool] = False
+    predict_normals: Suppress[bool] = False
+    orientation_loss_mult: Suppress[float] = 0.0
+    pred_normal_loss_mult: Suppress[float] = 0.0
+
+
+class RVSMonteCarloModel(RVSNerfactoModel):
+    """Monte Carlo volume rendering from the density networks' RVS spline.
+
+    The density networks are nerfacto's proposal networks; the radiance network is ``NerfactoField`` (position
+    features, view direction, appearance embedding), evaluated only at the K points per ray. Its own density
+    head is computed but not used: the density along the ray is the last density network's spline.
+    """
+
+    config: RVSMonteCarloModelConfig
+    proposal_sampler: RVSMonteCarloSampler
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        config = self.config
+        self.proposal_sampler = RVSMonteCarloSampler(
+            num_proposal_samples_per_ray=config.num_proposal_samples_per_ray,
+            num_radiance_samples=config.num_radiance_samples,
+            eval_num_radiance_samples=config.eval_num_radiance_samples or config.num_radiance_samples,
+            eval_num_draws=config.eval_num_draws,
+            single_jitter=config.use_single_jitter,
+            interpolation=config.density_interpolation,
+            density_padding=config.density_padding,
+            initial_sampler=self.proposal_sampler.initial_sampler,
+        )
+
+    def _validate_config(self) -> None:
+        """The parent's checks, plus those of the Monte Carlo options."""
+        config = self.config
+        if config.num_proposal_iterations < 1:
+            raise ValueError("rvs-mc needs at least one density network: set num-proposal-iterations to 1 or more.")
+        super()._validate_config()
+        if config.num_radiance_samples < 1:
+            raise ValueError(f"num-radiance-samples must be at least 1 (got {config.num_radiance_samples}).")
+        if config.eval_num_radiance_samples is not None and config.eval_num_radiance_samples < 1:
+            raise ValueError(f"eval-num-radiance-samples must be at least 1 (got {config.eval_num_radiance_samples}).")
+        if config.eval_num_draws < 1:
+            raise ValueError(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
+        if config.background_color == "last_sample":
+            raise ValueError("background-color last_sample has no meaning for Monte Carlo rendering: use random, black or white.")
+
+    @property
+    def radiance_evals_per_ray(self) -> int:
+        """Radiance-field evaluations per ray at evaluation: K times the number of draws."""
+        return self.proposal_sampler.eval_num_radiance_samples * self.proposal_sampler.eval_num_draws
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor | List]:
+        """Colour from the radiance field at the K points; accumulation and depth by quadrature on the spline."""
+        if self.training:
+            self.camera_optimizer.apply_to_raybundle(ray_bundle)
+        points, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
+        spline_weights, spline_intervals = weights_list[-1], ray_samples_list[-1]
+        accumulation = self.renderer_accumulation(weights=spline_weights)
+        point_weights = (accumulation / points.shape[-1])[..., None, :].expand(*points.shape, 1)
+        field_outputs = self.field(points)
+        outputs = {
+            "rgb": self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=point_weights),
+            "accumulation": accumulation,
+            "depth": self.renderer_expected_depth(weights=spline_weights, ray_samples=spline_intervals),
+        }
+        if self.training:
+            outputs["weights_list"], outputs["ray_samples_list"] = weights_list, ray_samples_list
+        for i in range(self.config.num_proposal_iterations):
+            outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
+        return outputs
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """Nerfacto's metrics and images, plus the radiance-field evaluations per ray that the render cost."""
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        metrics["radiance_evals_per_ray"] = float(self.radiance_evals_per_ray)
+        return metrics, images
