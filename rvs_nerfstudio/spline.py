@@ -41,6 +41,16 @@ def _bin_slopes(
     return widths, torch.where(nonempty, slopes, torch.zeros_like(slopes))
 
 
+def _bin_areas(
+    knots: Float[Tensor, "*batch m1"], densities: Float[Tensor, "*batch m1"], interpolation: Interpolation
+) -> Float[Tensor, "*batch m"]:
+    """Each bin's optical depth: a trapezoid (linear) or a rectangle (constant)."""
+    widths = knots[..., 1:] - knots[..., :-1]
+    if interpolation == "constant":
+        return densities[..., :-1] * widths
+    return 0.5 * (densities[..., :-1] + densities[..., 1:]) * widths
+
+
 def knot_integrals(
     knots: Float[Tensor, "*batch m1"], densities: Float[Tensor, "*batch m1"], interpolation: Interpolation = "linear"
 ) -> Float[Tensor, "*batch m1"]:
@@ -49,8 +59,7 @@ def knot_integrals(
     >>> knot_integrals(torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0.0, 2.0, 2.0]))
     tensor([0., 1., 5.])
     """
-    widths, slopes = _bin_slopes(knots, densities, interpolation)
-    areas = densities[..., :-1] * widths + 0.5 * slopes * widths**2
+    areas = _bin_areas(knots, densities, interpolation)
     return torch.cat([torch.zeros_like(areas[..., :1]), torch.cumsum(areas, dim=-1)], dim=-1)
 
 
@@ -112,9 +121,9 @@ def interval_weights(
     >>> interval_weights(torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0.0, 2.0, 2.0]))
     tensor([0.6321, 0.3611])
     """
-    widths, slopes = _bin_slopes(knots, densities, interpolation)
-    depths = densities[..., :-1] * widths + 0.5 * slopes * widths**2
-    return torch.exp(-knot_integrals(knots, densities, interpolation)[..., :-1]) * -torch.expm1(-depths)
+    depths = _bin_areas(knots, densities, interpolation)
+    starts = torch.cat([torch.zeros_like(depths[..., :1]), torch.cumsum(depths[..., :-1], dim=-1)], dim=-1)
+    return torch.exp(-starts) * -torch.expm1(-depths)
 
 
 def stratified_u(
@@ -167,7 +176,8 @@ def sample(
     tensor([0.6446])
     """
     tiny = torch.finfo(densities.dtype).tiny
-    widths, slopes = _bin_slopes(knots, densities, interpolation)
+    # Only the bin search touches all m bins; slopes and the root are computed at the n chosen bins.
+    widths = knots[..., 1:] - knots[..., :-1]
     integrals = knot_integrals(knots, densities, interpolation)
     total = integrals[..., -1:]
     # S* = -log(1 - u y_f). Where u y_f rounds to 1 the log is infinite and log1p's backward is 0/0 (NaN)
@@ -176,16 +186,18 @@ def sample(
     full = scaled <= -1
     target = torch.where(full, total, torch.minimum(-torch.log1p(torch.where(full, 0.0, scaled)), total))
 
-    bins = (torch.searchsorted(integrals.contiguous(), target.contiguous(), right=True) - 1).clamp(0, widths.shape[-1] - 1)
+    bins = (torch.searchsorted(integrals, target.contiguous(), right=True) - 1).clamp(0, widths.shape[-1] - 1)
     offset = integrals.gather(-1, bins) - target
     density = densities.gather(-1, bins)
+    width = widths.gather(-1, bins)
     if interpolation == "linear":
-        discriminant = (density**2 - 2 * slopes.gather(-1, bins) * offset).clamp_min(0) + tiny
+        nonempty = width > 0
+        slope = (densities.gather(-1, bins + 1) - density) / torch.where(nonempty, width, 1.0)
+        discriminant = (density**2 - 2 * torch.where(nonempty, slope, 0.0) * offset).clamp_min(0) + tiny
         x = -2 * offset / (density + torch.sqrt(discriminant))
     else:
         x = -offset / density.clamp_min(tiny)
-    x = torch.minimum(x.clamp_min(0), widths.gather(-1, bins))
-    samples = knots.gather(-1, bins) + x
+    samples = knots.gather(-1, bins) + torch.minimum(x.clamp_min(0), width)
 
     uniform = knots[..., :1] + u * (knots[..., -1:] - knots[..., :1])
     return torch.where(total > 0, samples, uniform)
