@@ -83,6 +83,8 @@ class BenchConfig:
     """Training seeds (the scenes stay fixed); several report the mean ± standard deviation over seeds."""
     resolution: Optional[int] = None
     """Scene image width and height in pixels (default: 64 for cpu-small, 256 for gpu)."""
+    eval_every: int = 0
+    """Also evaluate every this many steps (0: only before and after training), for PSNR at equal wall time."""
     threads: Optional[int] = None
     """CPU threads for torch (default: torch's, one per core); 1 is steadier on a machine shared with other jobs."""
     output: Path = Path("outputs/rvs-bench")
@@ -357,7 +359,9 @@ def run_bench(config: BenchConfig, command: str) -> Dict[str, Any]:
                 for spec in specs:
                     progress.update(task, description=f"{spec.label} on {scene}, seed {seed}")
                     start = time.perf_counter()
-                    result = runner.train(trainer_configs[spec.label], data, steps, preset=None, seed=seed)
+                    result = runner.train(
+                        trainer_configs[spec.label], data, steps, preset=None, eval_every=config.eval_every, seed=seed
+                    )
                     run = run_record(spec, scene, seed, result, rays_per_batch, time.perf_counter() - start)
                     runs.append(run)
                     progress.advance(task)
