@@ -11,7 +11,6 @@ from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -19,11 +18,13 @@ from rvs_nerfstudio.compat import PortableExponentialDecaySchedulerConfig, defau
 from rvs_nerfstudio.dataparsers import AutoDataParserConfig
 from rvs_nerfstudio.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
+from rvs_nerfstudio.trainer import SafeTrainerConfig
 
 
-def nerfacto_trainer(method_name: str, model: ModelConfig) -> TrainerConfig:
-    """Nerfacto's trainer settings around ``model``, with checkpoint-safe schedulers and a device that exists."""
-    return TrainerConfig(
+def nerfacto_trainer(method_name: str, model: ModelConfig) -> SafeTrainerConfig:
+    """Nerfacto's trainer settings around ``model``, with crash-safe checkpoints that load under weights_only,
+    and a device that exists."""
+    return SafeTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
         steps_per_save=2000,

@@ -217,7 +217,7 @@ def _seeded_data_workers(seed: int) -> Iterator[None]:
         yield
 
 
-def _stop_data_workers(trainer: Trainer) -> None:
+def stop_data_workers(trainer: Trainer) -> None:
     """Ends ``ParallelDataManager``'s worker processes, which would otherwise outlive the run (ns-train exits)."""
     for process in getattr(trainer.pipeline.datamanager, "data_procs", []):
         process.terminate()
@@ -262,7 +262,7 @@ def train(
         try:
             _train_and_evaluate(trainer, result, steps, eval_every)
         finally:
-            _stop_data_workers(trainer)
+            stop_data_workers(trainer)
     return result
 
 

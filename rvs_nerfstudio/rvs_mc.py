@@ -26,9 +26,13 @@ from tyro.conf import Suppress
 
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.viewer.viewer_elements import ViewerSlider
 from rvs_nerfstudio import spline
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
 from rvs_nerfstudio.sampler import RVSProposalSampler, spline_from_bins
+
+VIEWER_MAX_RADIANCE_SAMPLES = 64
+"""Upper end of the viewer's K slider (the slider reaches the configured K if that is larger)."""
 
 EVAL_DRAWS_SEED = 0
 """Seed of the evaluation quantiles when several draws are averaged, so that renders are repeatable."""
@@ -164,6 +168,23 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             density_padding=config.density_padding,
             initial_sampler=self.proposal_sampler.initial_sampler,
         )
+        eval_k = self.proposal_sampler.eval_num_radiance_samples
+        # Found by the viewer among the pipeline's attributes; its callback runs under the training lock.
+        self.viewer_radiance_samples = ViewerSlider(
+            "Render K",
+            eval_k,
+            1,
+            max(VIEWER_MAX_RADIANCE_SAMPLES, eval_k),
+            step=1,
+            cb_hook=lambda slider: self.set_eval_num_radiance_samples(int(slider.value)),
+            hint="Radiance-field evaluations per ray for rendering and evaluation; training keeps num-radiance-samples.",
+        )
+
+    def set_eval_num_radiance_samples(self, num_radiance_samples: int) -> None:
+        """Sets K for evaluation and rendering (the viewer's slider calls this); training's K is unchanged."""
+        if num_radiance_samples < 1:
+            raise ValueError(f"K must be at least 1 (got {num_radiance_samples}).")
+        self.proposal_sampler.eval_num_radiance_samples = num_radiance_samples
 
     def _validate_config(self) -> None:
         """The parent's checks, plus those of the Monte Carlo options."""
@@ -179,6 +200,10 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             raise ValueError(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
         if config.background_color == "last_sample":
             raise ValueError("background-color last_sample has no meaning for Monte Carlo rendering: use random, black or white.")
+
+    def level_sample_counts(self) -> Tuple[int, ...]:
+        """Samples per ray at each density level (the K radiance points are drawn from the last one's spline)."""
+        return tuple(self.config.num_proposal_samples_per_ray)
 
     @property
     def radiance_evals_per_ray(self) -> int:

@@ -10,14 +10,16 @@ camera optimizer and the main quadrature are nerfacto's own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from tyro.conf import Suppress
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from rvs_nerfstudio.compat import OptionalLPIPSMixin
 from rvs_nerfstudio.sampler import RVSProposalSampler
+from rvs_nerfstudio.trainer import FiniteLossGuard
 
 
 @dataclass
@@ -49,6 +51,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
     def populate_modules(self) -> None:
         self._validate_config()
         super().populate_modules()
+        self.loss_guard = FiniteLossGuard()
         self.proposal_sampler = RVSProposalSampler(
             num_proposal_samples_per_ray=self.config.num_proposal_samples_per_ray,
             num_nerf_samples_per_ray=self.config.num_nerf_samples_per_ray,
@@ -66,15 +69,37 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
                 f"num-proposal-samples-per-ray has {len(config.num_proposal_samples_per_ray)} entries but "
                 f"num-proposal-iterations is {config.num_proposal_iterations}: give one count per proposal level."
             )
-        if min(*config.num_proposal_samples_per_ray, config.num_nerf_samples_per_ray) < 1:
+        counts = self.level_sample_counts()
+        if min(counts, default=1) < 1:
             raise ValueError("Sample counts must be at least 1 per ray.")
+        if any(coarse < fine for coarse, fine in zip(counts, counts[1:])):
+            raise ValueError(
+                f"Sample counts per level {counts} must not grow from one level to the next (each level is resampled "
+                "from the one before): e.g. num-proposal-samples-per-ray 256 96 and num-nerf-samples-per-ray 48."
+            )
+        if not 0 <= config.near_plane < config.far_plane:
+            raise ValueError(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
         if config.predict_normals:
             raise ValueError("predict-normals is not supported by rvs-nerfacto yet; leave it False.")
+
+    def level_sample_counts(self) -> Tuple[int, ...]:
+        """Samples per ray at each level, coarse to fine: the proposal levels, then the radiance field."""
+        return (*self.config.num_proposal_samples_per_ray, self.config.num_nerf_samples_per_ray)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """Nerfacto's callbacks, plus one that tells the loss guard the step."""
+        return super().get_training_callbacks(training_callback_attributes) + [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.loss_guard.set_step)
+        ]
 
     def get_loss_dict(
         self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], metrics_dict: Optional[Dict] = None
     ) -> Dict[str, torch.Tensor]:
-        """RGB loss, optional distortion loss and the camera-optimizer loss; no interlevel loss."""
+        """RGB loss, optional distortion loss and the camera-optimizer loss; no interlevel loss.
+
+        In training, a non-finite loss stops the run (:class:`~rvs_nerfstudio.trainer.FiniteLossGuard`) before
+        it is back-propagated.
+        """
         pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
             pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=batch["image"].to(self.device)
         )
@@ -84,4 +109,5 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
                 assert metrics_dict is not None and "distortion" in metrics_dict
                 loss_dict["distortion_loss"] = self.config.distortion_loss_mult * metrics_dict["distortion"]
             self.camera_optimizer.get_loss_dict(loss_dict)
+            self.loss_guard.check(loss_dict)
         return loss_dict

@@ -29,10 +29,20 @@ Interpolation = Literal["linear", "constant"]
 Jitter = Literal["none", "independent", "single"]
 
 
+def _check_spline(knots: Tensor, densities: Tensor) -> None:
+    """Rejects a malformed spline in one line; every public function reaches this through the bin helpers."""
+    if knots.shape[-1] < 2 or densities.shape[-1] != knots.shape[-1]:
+        raise ValueError(
+            f"A density spline needs at least 2 knots and one density per knot (got {knots.shape[-1]} knots and "
+            f"{densities.shape[-1]} densities): sample at least 1 bin per ray at every level."
+        )
+
+
 def _bin_slopes(
     knots: Float[Tensor, "*batch m1"], densities: Float[Tensor, "*batch m1"], interpolation: Interpolation
 ) -> Tuple[Float[Tensor, "*batch m"], Float[Tensor, "*batch m"]]:
     """Bin widths :math:`\\Delta_i` and density slopes :math:`a_i` (zero for empty bins and constant splines)."""
+    _check_spline(knots, densities)
     widths = knots[..., 1:] - knots[..., :-1]
     if interpolation == "constant":
         return widths, torch.zeros_like(widths)
@@ -45,6 +55,7 @@ def _bin_areas(
     knots: Float[Tensor, "*batch m1"], densities: Float[Tensor, "*batch m1"], interpolation: Interpolation
 ) -> Float[Tensor, "*batch m"]:
     """Each bin's optical depth: a trapezoid (linear) or a rectangle (constant)."""
+    _check_spline(knots, densities)
     widths = knots[..., 1:] - knots[..., :-1]
     if interpolation == "constant":
         return densities[..., :-1] * widths

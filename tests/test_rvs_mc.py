@@ -261,6 +261,22 @@ def test_eval_k_defaults_to_training_k(ray_bundle):
     assert calls == [len(ray_bundle) * 6]
 
 
+def test_viewer_slider_sets_render_k_and_leaves_training_k(ray_bundle):
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerElement
+
+    model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=3)
+    ((path, slider),) = parse_object(model, ViewerElement, "Custom Elements")  # how the viewer finds it
+    assert slider.value == 3 and slider.min == 1 and slider.step == 1
+    slider.value = 7
+    slider.cb_hook(slider)  # what the viewer runs on a change
+    calls = count_radiance_points(model)
+    with torch.no_grad():
+        model.eval()(ray_bundle)
+    training_losses(model, ray_bundle, torch.zeros(3))
+    assert calls == [len(ray_bundle) * 7, len(ray_bundle) * 3]
+
+
 @pytest.mark.parametrize("eval_num_draws", [1, 3])
 def test_eval_render_is_repeatable(ray_bundle, eval_num_draws):
     model = build_model(RVSMonteCarloModelConfig, eval_num_draws=eval_num_draws).eval()
@@ -296,6 +312,7 @@ def test_depth_and_accumulation_are_the_spline_quadrature():
         (dict(background_color="last_sample"), "last_sample has no meaning"),
         (dict(num_proposal_iterations=0, num_proposal_samples_per_ray=()), "at least one density network"),
         (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
+        (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):

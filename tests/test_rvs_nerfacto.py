@@ -99,6 +99,9 @@ def test_eval_render_is_deterministic(ray_bundle):
         (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
         (dict(num_nerf_samples_per_ray=0), "at least 1"),
         (dict(predict_normals=True), "predict-normals"),
+        (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
+        (dict(num_nerf_samples_per_ray=64), "must not grow from one level to the next"),
+        (dict(near_plane=2.0, far_plane=1.0), "below far-plane"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):

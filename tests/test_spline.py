@@ -412,6 +412,18 @@ def test_monte_carlo_colour_is_unbiased(interpolation, jitter):
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("num_knots, num_densities", [(1, 1), (0, 0), (4, 3)])
+def test_malformed_spline_is_rejected_with_a_clear_error(num_knots, num_densities):
+    knots, densities = torch.linspace(0, 1, num_knots), torch.ones(num_densities)
+    for call in (
+        lambda: spline.sample(knots, densities, torch.tensor([0.5])),
+        lambda: spline.integral(torch.tensor([0.5]), knots, densities),
+        lambda: spline.interval_weights(knots, densities),
+    ):
+        with pytest.raises(ValueError, match="at least 2 knots and one density per knot"):
+            call()
+
+
 def test_doctests():
     result = doctest.testmod(spline)
     assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,96 @@
+"""Nerfstudio's trainer, with checkpoints that survive a crash and a stop at the first non-finite loss.
+
+``Trainer.save_checkpoint`` in nerfstudio 1.1.5 writes ``step-N.ckpt`` in place and then deletes the older
+checkpoints: a run killed mid-write leaves a truncated newest file, which ``ns-eval`` and ``--load-dir`` pick
+up and fail on. :class:`SafeTrainer` writes to a temporary file next to the run and renames it into place
+(an atomic step on one file system), and refuses to write weights that are not finite. Models stop training
+with :class:`FiniteLossGuard` before a non-finite loss is back-propagated, so NaN never reaches the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Type
+
+import torch
+
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.decorators import check_main_thread
+
+PARTIAL_CHECKPOINT = ".checkpoint-being-written.tmp"
+"""Name of the temporary file, in the run folder (not among the checkpoints, which loaders list)."""
+
+
+class TrainingStopped(SystemExit):
+    """Training cannot go on; uncaught, Python prints the one-line message and exits with status 1."""
+
+
+class FiniteLossGuard:
+    """Remembers the current step and the last finite loss; stops training at the first non-finite loss."""
+
+    def __init__(self) -> None:
+        self.step: Optional[int] = None
+        self.last_finite: Optional[Tuple[Optional[int], float]] = None
+
+    def set_step(self, step: int) -> None:
+        """A ``BEFORE_TRAIN_ITERATION`` callback."""
+        self.step = step
+
+    def check(self, loss_dict: Dict[str, torch.Tensor]) -> None:
+        """Raises :class:`TrainingStopped` naming the step and the last finite loss if any loss is not finite."""
+        total = sum(loss.detach().sum() for loss in loss_dict.values())
+        if torch.isfinite(total):
+            self.last_finite = (self.step, float(total))
+            return
+        bad = ", ".join(name for name, loss in loss_dict.items() if not torch.isfinite(loss).all())
+        last = "no finite loss before it" if self.last_finite is None else (
+            f"the last finite loss was {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
+        )
+        raise TrainingStopped(
+            f"Training stopped at step {self.step}: {bad} is not finite ({last}). Checkpoints already written are "
+            "kept and no weights were updated with it; lower the learning rates or check the data, then resume "
+            "with --load-dir."
+        )
+
+
+@dataclass
+class SafeTrainerConfig(TrainerConfig):
+    """Nerfstudio's trainer configuration; the trainer writes checkpoints atomically and only finite weights."""
+
+    _target: Type = field(default_factory=lambda: SafeTrainer)
+
+
+class SafeTrainer(Trainer):
+    """Nerfstudio's ``Trainer`` whose checkpoints are written atomically and never hold non-finite weights."""
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """Writes ``step-{step}.ckpt`` (same content as nerfstudio's) through a temporary file and a rename."""
+        pipeline = getattr(self.pipeline, "module", self.pipeline)
+        state = pipeline.state_dict()
+        non_finite = [name for name, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+        if non_finite:
+            raise TrainingStopped(
+                f"Not saving step {step}: {len(non_finite)} weight tensors are not finite (e.g. {non_finite[0]}); "
+                f"the earlier checkpoints in {self.checkpoint_dir} are kept."
+            )
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        partial: Path = self.base_dir / PARTIAL_CHECKPOINT
+        torch.save(
+            {
+                "step": step,
+                "pipeline": state,
+                "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+                "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+                "scalers": self.grad_scaler.state_dict(),
+            },
+            partial,
+        )
+        checkpoint = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        os.replace(partial, checkpoint)
+        if self.config.save_only_latest_checkpoint:
+            for older in self.checkpoint_dir.glob("*.ckpt"):
+                if older != checkpoint:
+                    older.unlink()

@@ -1,0 +1,117 @@
+"""Crash safety of ``rvs-*`` training: a non-finite loss stops the run, checkpoints are written atomically."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+
+from nerfstudio.engine.trainer import Trainer
+from nerfstudio.utils.eval_utils import eval_load_checkpoint
+from rvs_nerfstudio import trainer as safe_trainer
+from rvs_nerfstudio.method_configs import rvs_mc, rvs_nerfacto
+from rvs_nerfstudio.runner import setup_trainer, stop_data_workers
+from rvs_nerfstudio.synth import SynthConfig, generate_scene
+from rvs_nerfstudio.trainer import SafeTrainer, TrainingStopped
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    return generate_scene(SynthConfig(output=tmp_path_factory.mktemp("scene") / "object", resolution=16, num_train=6, num_test=2))
+
+
+@pytest.fixture(params=[rvs_nerfacto, rvs_mc], ids=["rvs-nerfacto", "rvs-mc"])
+def trainer(request, scene, tmp_path):
+    trainer = setup_trainer(request.param.config, scene, "cpu-small", tmp_path, seed=0)
+    trainer.config.pipeline.datamanager.train_num_rays_per_batch = 64
+    yield trainer
+    stop_data_workers(trainer)
+
+
+def checkpoints(trainer: Trainer) -> List[Path]:
+    return sorted(trainer.checkpoint_dir.glob("*.ckpt"))
+
+
+def loaded_step(trainer: Trainer) -> int:
+    """Loads the run's latest checkpoint the way ns-eval does (weights_only) and returns its step."""
+    config = copy.copy(trainer.config)
+    config.load_dir = trainer.checkpoint_dir
+    return eval_load_checkpoint(config, trainer.pipeline)[1]
+
+
+def test_methods_use_the_safe_trainer(trainer):
+    assert type(trainer) is SafeTrainer
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(trainer, monkeypatch):
+    model = trainer.pipeline.model
+    get_outputs = model.get_outputs
+
+    def nan_from_step_7(ray_bundle):
+        outputs = get_outputs(ray_bundle)
+        if model.loss_guard.step >= 7:
+            outputs["rgb"] = outputs["rgb"] * float("nan")
+        return outputs
+
+    monkeypatch.setattr(model, "get_outputs", nan_from_step_7)
+    trainer.config.max_num_iterations, trainer.config.steps_per_save = 20, 3
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.train()
+    message = str(stopped.value)
+    print(message)
+    assert "\n" not in message and isinstance(stopped.value, SystemExit)
+    assert message.startswith("Training stopped at step 7: rgb_loss is not finite (the last finite loss was ")
+    assert " at step 6)" in message
+    assert [path.name for path in checkpoints(trainer)] == ["step-000000006.ckpt"]
+    state = torch.load(checkpoints(trainer)[0], map_location="cpu", weights_only=True)
+    assert all(value.isfinite().all() for value in state["pipeline"].values() if value.is_floating_point())
+    assert all(p.isfinite().all() for p in model.parameters()), "the NaN loss reached the weights"
+    assert loaded_step(trainer) == 6
+
+
+def test_non_finite_weights_are_never_saved(trainer):
+    trainer.save_checkpoint(3)
+    with torch.no_grad():
+        next(trainer.pipeline.model.field.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingStopped, match="Not saving step 6: 1 weight tensors are not finite"):
+        trainer.save_checkpoint(6)
+    assert [path.name for path in checkpoints(trainer)] == ["step-000000003.ckpt"]
+
+
+def write_half_then_die(obj, path):
+    """Stands in for ``torch.save`` killed halfway: half of the real bytes reach the file, then the process ends."""
+    real_save(obj, path)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
+    raise KeyboardInterrupt
+
+
+real_save = torch.save
+
+
+def test_checkpoint_killed_mid_write_leaves_the_previous_one_loadable(trainer, monkeypatch):
+    trainer.save_checkpoint(3)
+    monkeypatch.setattr(safe_trainer.torch, "save", write_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(6)
+    assert [path.name for path in checkpoints(trainer)] == ["step-000000003.ckpt"]
+    assert loaded_step(trainer) == 3
+    monkeypatch.undo()
+    trainer.save_checkpoint(9)  # the next save replaces the partial file and the old checkpoint
+    assert [path.name for path in checkpoints(trainer)] == ["step-000000009.ckpt"]
+    assert not (trainer.base_dir / safe_trainer.PARTIAL_CHECKPOINT).exists()
+
+
+def test_stock_trainer_leaves_a_truncated_newest_checkpoint(trainer, monkeypatch):
+    """The nerfstudio 1.1.5 trap that SafeTrainer removes: its newest checkpoint is the broken one."""
+    Trainer.save_checkpoint(trainer, 3)
+    monkeypatch.setattr(torch, "save", write_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer.save_checkpoint(trainer, 6)
+    monkeypatch.undo()
+    assert [path.name for path in checkpoints(trainer)][-1] == "step-000000006.ckpt"
+    with pytest.raises(Exception):
+        loaded_step(trainer)
