@@ -276,6 +276,63 @@ def markdown_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PHASES = ("proposal_forward", "field_forward", "field_backward", "proposal_backward")
+"""Training phases of :class:`rvs_nerfstudio.runner.PhaseTimes`, reported in ms per step."""
+
+
+def psnr_within(run: Dict[str, Any], seconds: float) -> Optional[float]:
+    """Held-out PSNR at the run's last evaluation after at most ``seconds`` of training (None if none was)."""
+    points = [point for point in run["evals"] if point["train_seconds"] <= seconds * (1 + 1e-9)]
+    return points[-1]["metrics"]["psnr"] if points else None
+
+
+def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per (method, scene), averaged over seeds: ms per step and per phase, the step time relative to the first
+    method's on the same scene and seed, and PSNR at equal steps and at the first method's training time."""
+    first = results["meta"]["methods"][0]
+    reference = {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for run in results["runs"]:
+        groups.setdefault((run["method"], run["scene"]), []).append(run)
+    rows = []
+    for (method, scene), group in groups.items():
+        per_step = [{phase: 1e3 * run["phase_seconds"][phase] / results["meta"]["steps"]
+                     for phase in (*PHASES, "step")} for run in group]
+        equal_time = [psnr_within(run, reference[(scene, run["seed"])]["train_seconds"]) for run in group]
+        rows.append({
+            "method": method,
+            "scene": scene,
+            "ms": {key: statistics.fmean(step[key] for step in per_step) for key in (*PHASES, "step")},
+            "ratio": statistics.fmean(run["seconds_per_step"] / reference[(scene, run["seed"])]["seconds_per_step"] for run in group),
+            "psnr_equal_steps": statistics.fmean(run["psnr"] for run in group),
+            "psnr_equal_time": statistics.fmean(equal_time) if None not in equal_time else None,
+        })
+    return rows
+
+
+def cost_table(results: Dict[str, Any]) -> str:
+    """Markdown: where the training time goes, and PSNR at equal steps and at equal wall time."""
+    first = results["meta"]["methods"][0]
+    lines = [
+        f"Training cost per step (ms; backward split where the gradient reaches the sample positions) and held-out "
+        f"PSNR at equal steps and at equal training time: the last evaluation (every {results['meta']['eval_every']} "
+        f"steps) within {first}'s training time.",
+        "",
+        f"| method | scene | ms/step | × {first} | proposal fwd | field fwd | field bwd | proposal bwd | PSNR equal steps "
+        f"| PSNR equal time |",
+        "|---|---|" + "---:|" * 8,
+    ]
+    for row in cost_rows(results):
+        ms = row["ms"]
+        equal_time = "–" if row["psnr_equal_time"] is None else f"{row['psnr_equal_time']:.2f}"
+        lines.append(
+            f"| {row['method']} | {row['scene']} | {ms['step']:.0f} | {row['ratio']:.2f} | "
+            + " | ".join(f"{ms[phase]:.0f}" for phase in PHASES)
+            + f" | {row['psnr_equal_steps']:.2f} | {equal_time} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
     """One point per (method, scene): held-out PSNR against render rays/s (log scale), error bars over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -308,7 +365,7 @@ def write_results(results: Dict[str, Any], output: Path) -> None:
     """``results.json``, ``results.md`` and ``psnr_vs_speed.png`` in ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (output / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    (output / "results.md").write_text(markdown_table(results) + "\n" + cost_table(results), encoding="utf-8")
     plot_psnr_vs_speed(results, output / "psnr_vs_speed.png")
 
 
@@ -376,6 +433,7 @@ def run_bench(config: BenchConfig, command: str) -> Dict[str, Any]:
         "preset": config.preset,
         "model_preset": preset.model_preset,
         "steps": steps,
+        "eval_every": config.eval_every or steps,
         "seeds": list(config.seeds),
         "scenes": list(scenes),
         "methods": [spec.label for spec in specs],
@@ -397,7 +455,7 @@ def entrypoint() -> None:
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))  # data workers
     config = tyro.cli(BenchConfig)
     results = run_bench(config, shlex.join(["rvs-bench", *sys.argv[1:]]))
-    CONSOLE.print(markdown_table(results), markup=False, highlight=False, soft_wrap=True)
+    CONSOLE.print(markdown_table(results) + "\n" + cost_table(results), markup=False, highlight=False, soft_wrap=True)
     CONSOLE.print(f"rvs-bench: wrote {', '.join(OUTPUT_FILES)} to {config.output}", markup=False, soft_wrap=True)
 
 

@@ -113,60 +113,30 @@ def _stratified(num_draws: int, num_samples: int, generator: torch.Generator | N
     return spline.stratified_u((num_draws,), num_samples, "independent", dtype=_F64, generator=generator)
 
 
-def uniform_t(
-    knots: Float[Tensor, "m1"],
-    densities: Float[Tensor, "m1"],
-    colour: Colour,
-    num_draws: int,
-    num_samples: int,
-    generator: torch.Generator | None = None,
-) -> Float[Tensor, "draws"]:
-    """Estimator 1: ``num_draws`` estimates, each from ``num_samples`` uniform t weighted by p(t)(t_f − t_n)."""
-    return _importance_in_t(_uniform(num_draws, num_samples, generator), knots, densities, colour)
+def _estimator(fractions: Callable, estimate: Callable, doc: str) -> Estimator:
+    """An estimator: ``num_draws`` estimates of C, each from ``num_samples`` ``fractions`` fed to ``estimate``."""
 
+    def estimator(
+        knots: Float[Tensor, "m1"],
+        densities: Float[Tensor, "m1"],
+        colour: Colour,
+        num_draws: int,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+    ) -> Float[Tensor, "draws"]:
+        return estimate(fractions(num_draws, num_samples, generator), knots, densities, colour)
 
-def stratified_t(
-    knots: Float[Tensor, "m1"],
-    densities: Float[Tensor, "m1"],
-    colour: Colour,
-    num_draws: int,
-    num_samples: int,
-    generator: torch.Generator | None = None,
-) -> Float[Tensor, "draws"]:
-    """Estimator 2: as :func:`uniform_t` with t stratified on [t_n, t_f]."""
-    return _importance_in_t(_stratified(num_draws, num_samples, generator), knots, densities, colour)
-
-
-def rvs(
-    knots: Float[Tensor, "m1"],
-    densities: Float[Tensor, "m1"],
-    colour: Colour,
-    num_draws: int,
-    num_samples: int,
-    generator: torch.Generator | None = None,
-) -> Float[Tensor, "draws"]:
-    """Estimator 3: samples from the density (RVS, independent u), :math:`\\hat C = y_f\\, \\text{mean}_k\\, c(t_k)`."""
-    return _reparameterized(_uniform(num_draws, num_samples, generator), knots, densities, colour)
-
-
-def stratified_rvs(
-    knots: Float[Tensor, "m1"],
-    densities: Float[Tensor, "m1"],
-    colour: Colour,
-    num_draws: int,
-    num_samples: int,
-    generator: torch.Generator | None = None,
-) -> Float[Tensor, "draws"]:
-    """Estimator 4: as :func:`rvs` with u stratified on [0, 1]."""
-    return _reparameterized(_stratified(num_draws, num_samples, generator), knots, densities, colour)
+    estimator.__doc__ = doc
+    return estimator
 
 
 ESTIMATORS: Dict[str, Estimator] = {
-    "uniform t": uniform_t,
-    "stratified t": stratified_t,
-    "RVS": rvs,
-    "stratified RVS": stratified_rvs,
+    "uniform t": _estimator(_uniform, _importance_in_t, "1: uniform t weighted by p(t)(t_f - t_n)."),
+    "stratified t": _estimator(_stratified, _importance_in_t, "2: as 1, with t stratified on [t_n, t_f]."),
+    "RVS": _estimator(_uniform, _reparameterized, "3: samples from the density (independent u), y_f mean c(t_k)."),
+    "stratified RVS": _estimator(_stratified, _reparameterized, "4: as 3, with u stratified on [0, 1]."),
 }
+"""The paper's four colour estimators of Fig. 2, by name."""
 
 
 class StudyRow(NamedTuple):

@@ -29,7 +29,7 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     _target: Type = field(default_factory=lambda: RVSNerfactoModel)
     density_interpolation: Literal["linear", "constant"] = "linear"
     """Density spline between proposal samples: "linear" (the paper's default) or "constant"."""
-    density_padding: float = 1.0
+    density_padding: float = 2.0
     """Optical depth per unit of normalised ray spacing added before each resampling, so part of the samples
     always covers the whole ray (the role of PDFSampler's histogram padding)."""
     use_distortion_loss: bool = True

@@ -15,6 +15,8 @@ from rvs_nerfstudio.bench import (
     BenchConfig,
     MethodSpec,
     check_output,
+    cost_rows,
+    cost_table,
     markdown_table,
     method_config,
     parse_method,
@@ -58,11 +60,11 @@ def test_malformed_method_strings_exit_with_one_line(text, message):
 
 def test_method_options_are_set_after_the_preset_on_a_copy():
     methods = {"rvs-mc": rvs_mc.config, "rvs-nerfacto": rvs_nerfacto.config}
-    config = method_config(parse_method("rvs-mc:K=4,num_nerf_samples_per_ray=10,density_padding=2"), methods, "cpu-small")
+    config = method_config(parse_method("rvs-mc:K=4,num_nerf_samples_per_ray=10,density_padding=3"), methods, "cpu-small")
     model = config.pipeline.model
     assert model.num_radiance_samples == 4
     assert model.num_nerf_samples_per_ray == 10  # the option wins over the preset's 24
-    assert model.density_padding == 2.0 and isinstance(model.density_padding, float)
+    assert model.density_padding == 3.0 and isinstance(model.density_padding, float)
     assert model.num_levels == 8 and config.pipeline.datamanager.train_num_rays_per_batch == 512  # preset applied
     assert rvs_mc.config.pipeline.model.num_radiance_samples == 8  # the registered config is untouched
     assert rvs_mc.config.pipeline.model.num_levels == 16
@@ -76,17 +78,25 @@ def test_method_options_are_set_after_the_preset_on_a_copy():
 # --- Tables and files ----------------------------------------------------------------------------------------
 
 
-def fake_run(method: str, scene: str, seed: int, psnr: float) -> dict:
+def fake_run(method: str, scene: str, seed: int, psnr: float, train_seconds: float = 100.0, psnr_at=None) -> dict:
+    """A run of 500 steps; ``psnr_at`` maps training seconds to the held-out PSNR evaluated then."""
+    train_seconds += seed
+    psnr_at = psnr_at or {0.0: 10.0, train_seconds: psnr}
     return {
         "method": method, "scene": scene, "seed": seed, "psnr": psnr, "ssim": 0.9, "lpips": None,
-        "train_seconds": 100.0 + seed, "train_rays_per_sec": 5120.0, "render_rays_per_sec": 20000.0 * (1 + seed),
+        "train_seconds": train_seconds, "train_rays_per_sec": 5120.0, "render_rays_per_sec": 20000.0 * (1 + seed),
         "proposal_evals_per_ray": 96.0, "radiance_evals_per_ray": 8.0, "peak_memory_mib": 1500.0,
+        "seconds_per_step": train_seconds / 500,
+        "phase_seconds": {"proposal_forward": 5.0, "field_forward": 20.0, "field_backward": 30.0,
+                          "proposal_backward": 10.0, "step": train_seconds},
+        "evals": [{"step": i, "train_seconds": t, "metrics": {"psnr": p}} for i, (t, p) in enumerate(psnr_at.items())],
     }
 
 
 def fake_results(runs) -> dict:
     meta = {
         "date": "2025-11-25T12:00:00+00:00", "command": "rvs-bench --seeds 0 1", "preset": "cpu-small", "steps": 500,
+        "eval_every": 100, "methods": list(dict.fromkeys(run["method"] for run in runs)),
         "seeds": sorted({run["seed"] for run in runs}), "train_rays_per_batch": 512, "resolution": 64, "num_train": 40,
         "num_test": 8, "peak_memory_kind": "peak RSS of the main process during the run",
         "hardware": {"cpu": "AMD EPYC", "cpu_cores": 2, "torch_threads": 2, "device": "cpu", "torch": "2.x", "nerfstudio": "1.1.5"},
@@ -119,11 +129,27 @@ def test_markdown_table_shows_spread_date_hardware_and_command():
     assert lines[header + 3].startswith("| nerfacto | forward | 24.00 | 0.900 | – | 100 | 5,120 | 20,000 |")
 
 
+def test_cost_table_compares_step_time_and_psnr_at_equal_wall_time():
+    nerfacto = fake_run("nerfacto", "object", 0, 20.0, train_seconds=100.0)
+    # Slower per step: at nerfacto's 100 s it had reached only the evaluation at 90 s.
+    rvs = fake_run("rvs-nerfacto", "object", 0, 23.0, train_seconds=120.0, psnr_at={0.0: 10.0, 90.0: 19.0, 110.0: 21.0, 120.0: 23.0})
+    reference, slower = cost_rows(fake_results([nerfacto, rvs]))
+    assert reference["ratio"] == 1.0 and reference["psnr_equal_time"] == 20.0
+    assert slower["ratio"] == pytest.approx(1.2)
+    assert (slower["psnr_equal_steps"], slower["psnr_equal_time"]) == (23.0, 19.0)
+    assert slower["ms"] == pytest.approx({"proposal_forward": 10.0, "field_forward": 40.0, "field_backward": 60.0,
+                                          "proposal_backward": 20.0, "step": 240.0})
+    table = cost_table(fake_results([nerfacto, rvs]))
+    print(table)
+    assert "| rvs-nerfacto | object | 240 | 1.20 | 10 | 40 | 60 | 20 | 23.00 | 19.00 |" in table
+    assert "(every 100 steps) within nerfacto's training time" in table
+
+
 def test_results_files_are_written(tmp_path):
     results = fake_results([fake_run("nerfacto", "object", 0, 24.0), fake_run("rvs-mc:K=8", "object", 0, 25.0)])
     write_results(results, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == results
-    assert (tmp_path / "out" / "results.md").read_text() == markdown_table(results)
+    assert (tmp_path / "out" / "results.md").read_text() == markdown_table(results) + "\n" + cost_table(results)
     assert (tmp_path / "out" / "psnr_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
