@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
@@ -23,7 +23,8 @@ from rvs_nerfstudio.trainer import SafeTrainerConfig
 
 def nerfacto_trainer(method_name: str, model: ModelConfig) -> SafeTrainerConfig:
     """Nerfacto's trainer settings around ``model``, with crash-safe checkpoints that load under weights_only,
-    and a device that exists."""
+    a device that exists, and ray batches drawn in the main process (so that a resumed run repeats the
+    uninterrupted one; nerfacto's ParallelDataManager draws them in a worker whose random state restarts)."""
     return SafeTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
@@ -32,7 +33,7 @@ def nerfacto_trainer(method_name: str, model: ModelConfig) -> SafeTrainerConfig:
         mixed_precision=True,
         machine=MachineConfig(device_type=default_device_type()),
         pipeline=VanillaPipelineConfig(
-            datamanager=ParallelDataManagerConfig(
+            datamanager=VanillaDataManagerConfig(
                 dataparser=AutoDataParserConfig(),
                 train_num_rays_per_batch=4096,
                 eval_num_rays_per_batch=4096,

@@ -1,10 +1,15 @@
-"""Nerfstudio's trainer, with checkpoints that survive a crash and a stop at the first non-finite loss.
+"""Nerfstudio's trainer, with crash-safe checkpoints, resumable randomness and a stop at the first non-finite loss.
 
 ``Trainer.save_checkpoint`` in nerfstudio 1.1.5 writes ``step-N.ckpt`` in place and then deletes the older
 checkpoints: a run killed mid-write leaves a truncated newest file, which ``ns-eval`` and ``--load-dir`` pick
 up and fail on. :class:`SafeTrainer` writes to a temporary file next to the run and renames it into place
 (an atomic step on one file system), and refuses to write weights that are not finite. Models stop training
 with :class:`FiniteLossGuard` before a non-finite loss is back-propagated, so NaN never reaches the weights.
+
+Checkpoints hold no random state, so a run resumed with ``--load-dir`` would draw other ray batches and
+jitter than the uninterrupted run. :class:`SafeTrainer` seeds torch from (machine seed, step) before every
+training step; with the main-process data manager, which draws its batches from torch's generator, step N
+then sees the same batch and samples whether or not the run was interrupted before it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import torch
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
+
+STEPS_PER_SEED = 1_000_003
+"""Stride between machine seeds in the per-step seed ``seed * STEPS_PER_SEED + step``, so runs never share one."""
 
 PARTIAL_CHECKPOINT = ".checkpoint-being-written.tmp"
 """Name of the temporary file, in the run folder (not among the checkpoints, which loaders list)."""
@@ -63,7 +71,13 @@ class SafeTrainerConfig(TrainerConfig):
 
 
 class SafeTrainer(Trainer):
-    """Nerfstudio's ``Trainer`` whose checkpoints are written atomically and never hold non-finite weights."""
+    """Nerfstudio's ``Trainer`` whose checkpoints are written atomically and never hold non-finite weights, and
+    whose random state at each step depends only on the machine seed and the step."""
+
+    def train_iteration(self, step: int):
+        """Nerfstudio's training step, after seeding torch (all devices) with the machine seed and ``step``."""
+        torch.manual_seed(self.config.machine.seed * STEPS_PER_SEED + step)
+        return super().train_iteration(step)
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 import pytest
 import torch
@@ -115,3 +115,35 @@ def test_stock_trainer_leaves_a_truncated_newest_checkpoint(trainer, monkeypatch
     assert [path.name for path in checkpoints(trainer)][-1] == "step-000000006.ckpt"
     with pytest.raises(Exception):
         loaded_step(trainer)
+
+
+def test_resumed_run_repeats_the_uninterrupted_losses(scene, tmp_path, monkeypatch):
+    """Steps 5-7 of a run resumed from its step-4 checkpoint have the losses of the uninterrupted run's steps 5-7."""
+
+    def run(steps: int, output: Path, load_dir: Optional[Path] = None) -> Tuple[List[float], Path]:
+        config = copy.deepcopy(rvs_nerfacto.config)
+        config.max_num_iterations, config.steps_per_save, config.load_dir = steps, 4, load_dir
+        trainer = setup_trainer(config, scene, "cpu-small", output, seed=0)
+        losses: List[float] = []
+        train_iteration = trainer.train_iteration
+
+        def recorded(step: int):
+            outputs = train_iteration(step)
+            losses.append(float(outputs[0]))
+            return outputs
+
+        monkeypatch.setattr(trainer, "train_iteration", recorded)
+        try:
+            trainer.train()
+        finally:
+            stop_data_workers(trainer)
+        return losses, trainer.checkpoint_dir
+
+    uninterrupted, _ = run(8, tmp_path / "a")
+    first_part, checkpoints_dir = run(5, tmp_path / "b")
+    resumed, _ = run(3, tmp_path / "c", load_dir=checkpoints_dir)
+    print("uninterrupted", uninterrupted, "\nfirst part + resumed", first_part + resumed)
+    assert [path.name for path in checkpoints_dir.glob("*.ckpt")] == ["step-000000004.ckpt"]
+    assert first_part == pytest.approx(uninterrupted[:5], rel=1e-6)
+    assert resumed == pytest.approx(uninterrupted[5:], rel=1e-5)
+    assert len(set(uninterrupted)) == len(uninterrupted)  # the losses do change from step to step
