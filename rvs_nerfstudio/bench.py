@@ -338,7 +338,7 @@ def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     methods = list(dict.fromkeys(row["method"] for row in results["summary"]))
@@ -357,7 +357,7 @@ def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
     meta = results["meta"]
     axes.set_title(f"rvs-bench {meta['preset']}: {meta['steps']} steps, {meta['hardware']['device']}", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.savefig(path, dpi=150)
 
 

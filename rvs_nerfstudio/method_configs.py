@@ -59,22 +59,22 @@ def nerfacto_trainer(method_name: str, model: ModelConfig) -> SafeTrainerConfig:
     )
 
 
-rvs_nerfacto = MethodSpecification(
-    config=nerfacto_trainer(
-        "rvs-nerfacto",
-        RVSNerfactoModelConfig(
-            eval_num_rays_per_chunk=1 << 15, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3")
-        ),
-    ),
-    description="Nerfacto with reparameterized volume sampling: proposals learn from the RGB loss, no interlevel loss.",
+def nerfacto_method(method_name: str, model: ModelConfig, description: str) -> MethodSpecification:
+    """A method with nerfacto's trainer and nerfacto's method-level model settings (eval chunk, SO3xR3 camera
+    optimizer) on ``model``."""
+    model.eval_num_rays_per_chunk = 1 << 15
+    model.camera_optimizer = CameraOptimizerConfig(mode="SO3xR3")
+    return MethodSpecification(config=nerfacto_trainer(method_name, model), description=description)
+
+
+rvs_nerfacto = nerfacto_method(
+    "rvs-nerfacto",
+    RVSNerfactoModelConfig(),
+    "Nerfacto with reparameterized volume sampling: proposals learn from the RGB loss, no interlevel loss.",
 )
 
-rvs_mc = MethodSpecification(
-    config=nerfacto_trainer(
-        "rvs-mc",
-        RVSMonteCarloModelConfig(
-            eval_num_rays_per_chunk=1 << 15, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3")
-        ),
-    ),
-    description="Monte Carlo rendering with reparameterized volume sampling: the radiance field runs at K points per ray.",
+rvs_mc = nerfacto_method(
+    "rvs-mc",
+    RVSMonteCarloModelConfig(),
+    "Monte Carlo rendering with reparameterized volume sampling: the radiance field runs at K points per ray.",
 )
