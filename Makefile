@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test
+.PHONY: install system-tools demo test
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/rvs-demo
 
-# The viewer's browser test drives Debian's Chromium through Selenium; installed here where we are root on Debian
-# (as in CI). Elsewhere the test skips and says how to install it.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+# System tools that tests drive: Debian's Chromium (the viewer's browser test, through Selenium) and ffmpeg (which
+# ns-render interpolate requires). Installed here where we are root on Debian, as in CI; elsewhere those tests skip
+# and say how to install them.
+SYSTEM_TOOLS := chromium chromedriver ffmpeg
+system-tools:
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; [ -z "$$missing" ] || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
-	echo "Chromium could not be installed: the viewer's browser test will be skipped"
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ffmpeg >/dev/null; } || \
+	echo "Chromium or ffmpeg could not be installed: the tests that need them will be skipped"
 
-test: install browser
+test: install system-tools
 	$(BIN)/python -m pytest tests

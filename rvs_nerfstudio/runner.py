@@ -30,6 +30,7 @@ import torch
 from nerfstudio.data.datamanagers import parallel_datamanager
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils import writer
 from rvs_nerfstudio import presets
 from rvs_nerfstudio.compat import default_device_type, optional_lpips
 
@@ -236,6 +237,9 @@ def setup_trainer(config: TrainerConfig, data: Path, preset: Optional[str], outp
     config.machine.device_type = default_device_type()
     config.set_timestamp()
     seed_everything(seed)
+    # Nerfstudio's event writers are process-wide and only ever appended to; an earlier in-process run's writers
+    # would still log into its (possibly deleted) output folder.
+    writer.EVENT_WRITERS.clear()
     trainer = config.setup(local_rank=0, world_size=1)
     with optional_lpips(), _seeded_data_workers(seed):
         trainer.setup()

@@ -9,13 +9,13 @@ from typing import Callable, List
 
 import pytest
 import torch
-from clitools import run_cli
+from clitools import preset_flags, run_cli
 from conftest import build_model
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
-from rvs_nerfstudio import presets, spline
+from rvs_nerfstudio import spline
 from rvs_nerfstudio.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.sampler import spline_from_bins
 from rvs_nerfstudio.synth import SynthConfig, generate_scene
@@ -356,21 +356,12 @@ def test_short_training_raises_held_out_psnr(tiny_scene):
     assert after > before + 6
 
 
-def rvs_mc_preset_flags(preset: str) -> List[str]:
-    """The preset's ``ns-train`` flags without num-nerf-samples-per-ray, which rvs-mc hides (K replaces it)."""
-    flags = presets.cli_args(preset)
-    if "--pipeline.model.num-nerf-samples-per-ray" in flags:
-        index = flags.index("--pipeline.model.num-nerf-samples-per-ray")
-        del flags[index : index + 2]
-    return flags
-
-
 @pytest.mark.slow
 def test_ns_train_eval_render_end_to_end(tiny_scene, tmp_path):
     run_cli(
         ["ns-train", "rvs-mc", "--data", tiny_scene, "--output-dir", tmp_path / "runs", "--vis", "tensorboard"]
         + ["--max-num-iterations", "20", "--steps-per-save", "10"]
-        + rvs_mc_preset_flags("cpu-small")
+        + preset_flags("rvs-mc")
         + ["--pipeline.model.num-radiance-samples", "4"]
         + ["--pipeline.model.eval-num-radiance-samples", "6", "--pipeline.model.eval-num-draws", "2"],
         timeout=600,

@@ -20,10 +20,9 @@ from typing import Callable, Iterator, List, TypeVar
 
 import numpy as np
 import pytest
-from clitools import BIN, OFFLINE_ENV
+from clitools import BIN, OFFLINE_ENV, preset_flags
 from PIL import Image
 
-from rvs_nerfstudio import presets
 from rvs_nerfstudio.synth import SynthConfig, generate_scene
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -64,10 +63,7 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
 def training_with_viewer(method: str, scene: Path, output_dir: Path, *extra: str) -> Iterator[str]:
     """Runs ``ns-train METHOD --vis viewer`` on a loopback port; yields the viewer's URL, stops training after."""
     port = free_port()
-    flags = presets.cli_args("cpu-small")
-    if method == "rvs-mc":  # K replaces the nerf samples, which rvs-mc hides
-        index = flags.index("--pipeline.model.num-nerf-samples-per-ray")
-        del flags[index : index + 2]
+    flags = preset_flags(method)
     log = output_dir / "ns-train.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
