@@ -81,6 +81,10 @@ def test_non_finite_weights_are_never_saved(trainer):
     assert [path.name for path in checkpoints(trainer)] == ["step-000000003.ckpt"]
 
 
+real_save = torch.save
+"""torch.save itself, kept before any test patches it."""
+
+
 def write_half_then_die(obj, path):
     """Stands in for ``torch.save`` killed halfway: half of the real bytes reach the file, then the process ends."""
     real_save(obj, path)
@@ -88,8 +92,6 @@ def write_half_then_die(obj, path):
     Path(path).write_bytes(data[: len(data) // 2])
     raise KeyboardInterrupt
 
-
-real_save = torch.save
 
 
 def test_checkpoint_killed_mid_write_leaves_the_previous_one_loadable(trainer, monkeypatch):
