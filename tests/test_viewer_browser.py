@@ -229,6 +229,16 @@ def viewer_page(url: str) -> Iterator[ViewerPage]:
         page.close()
 
 
+def check_depth_and_accumulation_views(page: ViewerPage, rgb: np.ndarray, method: str) -> None:
+    """Switches the output type to depth, then accumulation: each renders, non-blank and unlike the one before."""
+    views: List[np.ndarray] = [rgb]
+    for output in ("depth", "accumulation"):
+        page.select("Output type", output)
+        views.append(changed_render(page, views[-1], 60, f"the {output} view"))
+        assert is_rendered(views[-1]), f"the {output} view is blank"
+        page.save(f"{method}-{output}")
+
+
 def test_rvs_nerfacto_live_render_depth_and_accumulation(scene, tmp_path):
     with training_with_viewer("rvs-nerfacto", scene, tmp_path) as url, viewer_page(url) as page:
         wait_for(lambda: page.step() >= 0, 120, "a step count")
@@ -237,15 +247,10 @@ def test_rvs_nerfacto_live_render_depth_and_accumulation(scene, tmp_path):
         later = changed_render(page, first, 120, "the render to change as training proceeds")
         print(f"steps {first_step} → {page.step()}: render changed by {difference(first, later):.1f}")
         page.save("rvs-nerfacto-rgb")
-        views: List[np.ndarray] = [later]
-        for output in ("depth", "accumulation"):
-            page.select("Output type", output)
-            views.append(changed_render(page, views[-1], 60, f"the {output} view"))
-            assert is_rendered(views[-1]), f"the {output} view is blank"
-            page.save(f"rvs-nerfacto-{output}")
+        check_depth_and_accumulation_views(page, later, "rvs-nerfacto")
 
 
-def test_rvs_mc_k_control_changes_the_render_and_not_training(scene, tmp_path):
+def test_rvs_mc_k_control_depth_and_accumulation(scene, tmp_path):
     label = "Render K"
     with training_with_viewer("rvs-mc", scene, tmp_path, "--pipeline.model.num-radiance-samples", "8") as url, viewer_page(url) as page:
         assert page.has_control(label) and page.number(label) == "8"
@@ -259,5 +264,6 @@ def test_rvs_mc_k_control_changes_the_render_and_not_training(scene, tmp_path):
         after = changed_render(page, before, 60, "the render to change with K")
         print(f"K 8 → 1 at step {paused_step}: render changed by {difference(before, after):.1f}")
         page.save("rvs-mc-k1")
+        check_depth_and_accumulation_views(page, after, "rvs-mc")
         page.click("Resume Training")
         wait_for(lambda: page.step() >= paused_step + 20, 240, "training to go on after changing K")
