@@ -28,7 +28,6 @@ import shlex
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -41,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from rvs_nerfstudio import presets
+from rvs_nerfstudio.compat import quiet_library_warnings
 from rvs_nerfstudio.synth import SceneName, SynthConfig, generate_scene
 
 OUTPUT_FILES = ("results.json", "results.md", "psnr_vs_speed.png")
@@ -450,9 +450,7 @@ def run_bench(config: BenchConfig, command: str) -> Dict[str, Any]:
 
 def entrypoint() -> None:
     """Console script ``rvs-bench``."""
-    quiet = "ignore:Using a non-tuple sequence for multidimensional indexing:UserWarning"  # nerfstudio 1.1.5 on torch 2.9+
-    warnings.filterwarnings("ignore", message=quiet.split(":")[1])
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))  # data workers
+    quiet_library_warnings()
     config = tyro.cli(BenchConfig)
     results = run_bench(config, shlex.join(["rvs-bench", *sys.argv[1:]]))
     CONSOLE.print(markdown_table(results) + "\n" + cost_table(results), markup=False, highlight=False, soft_wrap=True)

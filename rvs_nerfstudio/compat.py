@@ -7,12 +7,17 @@
 - Nerfacto builds LPIPS in its constructor, which downloads AlexNet weights and crashes offline.
   :class:`OptionalLPIPSMixin` reports LPIPS as unavailable (one warning, no number) instead.
 - The default ``--machine.device-type cuda`` crashes without a GPU: :func:`default_device_type`.
+- On torch 2.9+ it floods the console with warnings about its own indexing and deprecated torch APIs:
+  :func:`quiet_library_warnings` hides them in our console scripts and the ``ns-*`` processes they start.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, Literal, Tuple, Type
@@ -21,6 +26,21 @@ import torch
 from torch.optim import Optimizer, lr_scheduler
 
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
+
+
+LIBRARY_WARNINGS = (
+    "ignore:Using a non-tuple sequence for multidimensional indexing:UserWarning",
+    "ignore::FutureWarning",
+)
+"""``-W`` filters for nerfstudio 1.1.5's noise on torch 2.9+ (its indexing, torch.jit and amp deprecations)."""
+
+
+def quiet_library_warnings() -> None:
+    """Applies :data:`LIBRARY_WARNINGS` here and, through ``PYTHONWARNINGS``, in every child process."""
+    for spec in LIBRARY_WARNINGS:
+        action, message, category = spec.split(":")
+        warnings.filterwarnings(action, message=re.escape(message), category=getattr(builtins, category))
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *LIBRARY_WARNINGS]))
 
 
 def default_device_type() -> Literal["cuda", "cpu"]:

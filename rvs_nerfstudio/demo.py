@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rvs_nerfstudio import presets
+from rvs_nerfstudio.compat import quiet_library_warnings
 from rvs_nerfstudio.synth import SynthConfig, generate_scene
 
 CONSOLE = Console()
@@ -72,6 +73,8 @@ def run_demo(config: DemoConfig) -> dict:
 
 
 def entrypoint() -> None:
+    """Console script ``rvs-demo``."""
+    quiet_library_warnings()
     results = run_demo(tyro.cli(DemoConfig))
     table = Table(title="Held-out metrics (ns-eval)")
     for name in ("metric", "value"):
