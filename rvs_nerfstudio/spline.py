@@ -187,8 +187,8 @@ def sample(
     tensor([0.6446])
     """
     tiny = torch.finfo(densities.dtype).tiny
-    # Only the bin search touches all m bins; slopes and the root are computed at the n chosen bins.
-    widths = knots[..., 1:] - knots[..., :-1]
+    # Only the integrals and the bin search touch all m bins; widths, slopes and the root are computed at the
+    # n chosen bins.
     integrals = knot_integrals(knots, densities, interpolation)
     total = integrals[..., -1:]
     # S* = -log(1 - u y_f). Where u y_f rounds to 1 the log is infinite and log1p's backward is 0/0 (NaN)
@@ -197,10 +197,11 @@ def sample(
     full = scaled <= -1
     target = torch.where(full, total, torch.minimum(-torch.log1p(torch.where(full, 0.0, scaled)), total))
 
-    bins = (torch.searchsorted(integrals, target.contiguous(), right=True) - 1).clamp(0, widths.shape[-1] - 1)
+    bins = (torch.searchsorted(integrals, target.contiguous(), right=True) - 1).clamp(0, knots.shape[-1] - 2)
     offset = integrals.gather(-1, bins) - target
     density = densities.gather(-1, bins)
-    width = widths.gather(-1, bins)
+    start = knots.gather(-1, bins)
+    width = knots.gather(-1, bins + 1) - start
     if interpolation == "linear":
         nonempty = width > 0
         slope = (densities.gather(-1, bins + 1) - density) / torch.where(nonempty, width, 1.0)
@@ -208,7 +209,7 @@ def sample(
         x = -2 * offset / (density + torch.sqrt(discriminant))
     else:
         x = -offset / density.clamp_min(tiny)
-    samples = knots.gather(-1, bins) + torch.minimum(x.clamp_min(0), width)
+    samples = start + torch.minimum(x.clamp_min(0), width)
 
     uniform = knots[..., :1] + u * (knots[..., -1:] - knots[..., :1])
     return torch.where(total > 0, samples, uniform)

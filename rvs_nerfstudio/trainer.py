@@ -2,7 +2,7 @@
 
 ``Trainer.save_checkpoint`` in nerfstudio 1.1.5 writes ``step-N.ckpt`` in place and then deletes the older
 checkpoints: a run killed mid-write leaves a truncated newest file, which ``ns-eval`` and ``--load-dir`` pick
-up and fail on. :class:`SafeTrainer` writes to a temporary file next to the run and renames it into place
+up and fail on. :class:`SafeTrainer` has nerfstudio write into a folder next to them and renames it into place
 (an atomic step on one file system), and refuses to write weights that are not finite. Models stop training
 with :class:`FiniteLossGuard` before a non-finite loss is back-propagated, so NaN never reaches the weights.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, Optional, Tuple, Type
 
 import torch
@@ -27,8 +26,9 @@ from nerfstudio.utils.decorators import check_main_thread
 STEPS_PER_SEED = 1_000_003
 """Stride between machine seeds in the per-step seed ``seed * STEPS_PER_SEED + step``, so runs never share one."""
 
-PARTIAL_CHECKPOINT = ".checkpoint-being-written.tmp"
-"""Name of the temporary file, in the run folder (not among the checkpoints, which loaders list)."""
+PARTIAL_CHECKPOINTS = ".checkpoints-being-written"
+"""Folder in the run folder where a checkpoint is written before it is renamed into ``nerfstudio_models``
+(whose every file the loaders parse as a checkpoint)."""
 
 
 class TrainingStopped(SystemExit):
@@ -40,7 +40,7 @@ class FiniteLossGuard:
 
     def __init__(self) -> None:
         self.step: Optional[int] = None
-        self.last_finite: Optional[Tuple[Optional[int], float]] = None
+        self.last_finite: Optional[Tuple[Optional[int], torch.Tensor]] = None
 
     def set_step(self, step: int) -> None:
         """A ``BEFORE_TRAIN_ITERATION`` callback."""
@@ -49,12 +49,12 @@ class FiniteLossGuard:
     def check(self, loss_dict: Dict[str, torch.Tensor]) -> None:
         """Raises :class:`TrainingStopped` naming the step and the last finite loss if any loss is not finite."""
         total = sum(loss.detach().sum() for loss in loss_dict.values())
-        if torch.isfinite(total):
-            self.last_finite = (self.step, float(total))
+        if torch.isfinite(total):  # the one host sync per step: stopping must happen before backward
+            self.last_finite = (self.step, total)
             return
         bad = ", ".join(name for name, loss in loss_dict.items() if not torch.isfinite(loss).all())
         last = "no finite loss before it" if self.last_finite is None else (
-            f"the last finite loss was {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
+            f"the last finite loss was {float(self.last_finite[1]):.6g} at step {self.last_finite[0]}"
         )
         raise TrainingStopped(
             f"Training stopped at step {self.step}: {bad} is not finite ({last}). Checkpoints already written are "
@@ -81,30 +81,23 @@ class SafeTrainer(Trainer):
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
-        """Writes ``step-{step}.ckpt`` (same content as nerfstudio's) through a temporary file and a rename."""
+        """Nerfstudio's checkpoint, written into a folder beside the run and then renamed into place."""
         pipeline = getattr(self.pipeline, "module", self.pipeline)
-        state = pipeline.state_dict()
-        non_finite = [name for name, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+        non_finite = [name for name, value in pipeline.state_dict().items() if value.is_floating_point() and not value.isfinite().all()]
         if non_finite:
             raise TrainingStopped(
                 f"Not saving step {step}: {len(non_finite)} weight tensors are not finite (e.g. {non_finite[0]}); "
                 f"the earlier checkpoints in {self.checkpoint_dir} are kept."
             )
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        partial: Path = self.base_dir / PARTIAL_CHECKPOINT
-        torch.save(
-            {
-                "step": step,
-                "pipeline": state,
-                "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
-                "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
-                "scalers": self.grad_scaler.state_dict(),
-            },
-            partial,
-        )
-        checkpoint = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        os.replace(partial, checkpoint)
+        checkpoint_dir, self.checkpoint_dir = self.checkpoint_dir, self.base_dir / PARTIAL_CHECKPOINTS
+        try:
+            super().save_checkpoint(step)  # also clears what an interrupted earlier write left there
+        finally:
+            self.checkpoint_dir = checkpoint_dir
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = checkpoint_dir / f"step-{step:09d}.ckpt"  # nerfstudio's name, which its loaders parse
+        os.replace(self.base_dir / PARTIAL_CHECKPOINTS / checkpoint.name, checkpoint)
         if self.config.save_only_latest_checkpoint:
-            for older in self.checkpoint_dir.glob("*.ckpt"):
+            for older in checkpoint_dir.glob("*.ckpt"):
                 if older != checkpoint:
                     older.unlink()

@@ -104,7 +104,7 @@ def test_checkpoint_killed_mid_write_leaves_the_previous_one_loadable(trainer, m
     monkeypatch.undo()
     trainer.save_checkpoint(9)  # the next save replaces the partial file and the old checkpoint
     assert [path.name for path in checkpoints(trainer)] == ["step-000000009.ckpt"]
-    assert not (trainer.base_dir / safe_trainer.PARTIAL_CHECKPOINT).exists()
+    assert not any((trainer.base_dir / safe_trainer.PARTIAL_CHECKPOINTS).iterdir()), "a partial write was left"
 
 
 def test_stock_trainer_leaves_a_truncated_newest_checkpoint(trainer, monkeypatch):
