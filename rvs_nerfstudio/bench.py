@@ -1,12 +1,12 @@
 """``rvs-bench``: nerfacto, rvs-nerfacto and rvs-mc side by side on the project's synthetic scenes.
 
-Every method is trained on every scene with the same data split, seed, ray batch and step count, through
-nerfstudio's own ``Trainer`` (:mod:`rvs_nerfstudio.runner`), then evaluated on all held-out views. Per
+Every method is trained on every scene with the same data split, seed, ray batches and step count, through
+nerfstudio's own ``Trainer`` (:mod:`rvs_nerfstudio.runner`) and its ``VanillaDataManager`` (nerfacto's parallel one
+is swapped out, see :func:`in_main_process`), then evaluated on all held-out views. Per
 (method, scene) the benchmark reports PSNR, SSIM, LPIPS (where its weights are available), training wall time
-and rays/s, render rays/s on the held-out views (nerfstudio's ``num_rays_per_sec``, which includes the
-per-image metric computation), the proposal-network and radiance-field evaluations per rendered ray (counted
-during the final evaluation), and peak memory (CUDA allocations on a GPU, the main process's peak RSS on a CPU;
-the data-loading worker process, the same for every method, is not included).
+and rays/s, render rays/s on the held-out views (rendering alone; nerfstudio's ``num_rays_per_sec``, which adds
+the per-image metrics, stays in the evaluation records), the proposal-network and radiance-field evaluations per rendered ray (counted
+during the final evaluation), and peak memory (CUDA allocations on a GPU, the main process's peak RSS on a CPU).
 
 Scenes come from :mod:`rvs_nerfstudio.synth` (seed 0), generated on the fly into the output folder: ``object``
 (360°, white background) and ``forward`` (forward-facing, content at several depths). ``--seeds`` vary training
@@ -28,7 +28,7 @@ import shlex
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
@@ -37,10 +37,12 @@ import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
-from rvs_nerfstudio import presets
+from rvs_nerfstudio import presets, runner
 from rvs_nerfstudio.compat import quiet_library_warnings
+from rvs_nerfstudio.runner import RunResult
 from rvs_nerfstudio.synth import SceneName, SynthConfig, generate_scene
 
 OUTPUT_FILES = ("results.json", "results.md", "psnr_vs_speed.png")
@@ -134,11 +136,25 @@ def parse_method(text: str) -> MethodSpec:
     return MethodSpec(text, name.strip(), tuple(pairs))
 
 
+def in_main_process(datamanager: VanillaDataManagerConfig) -> VanillaDataManagerConfig:
+    """``datamanager``'s settings on nerfstudio's ``VanillaDataManager``, which draws ray batches in the main process.
+
+    Nerfacto's ``ParallelDataManager`` draws them in a worker process that competes with training for the CPU
+    and has its own random stream; with the same data manager everywhere, one seed gives every method the same
+    ray batches and the timings compare samplers and fields, not data loading.
+    """
+    names = [f.name for f in fields(VanillaDataManagerConfig) if f.init and f.name != "_target"]
+    return VanillaDataManagerConfig(**{name: getattr(datamanager, name) for name in names})
+
+
 def method_config(spec: MethodSpec, methods: Dict[str, TrainerConfig], model_preset: str) -> TrainerConfig:
-    """A copy of the method's registered config with ``model_preset`` applied, then the spec's model options."""
+    """A copy of the method's registered config on the main-process data manager, with ``model_preset`` applied,
+    then the spec's model options."""
     if spec.name not in methods:
         raise SystemExit(f"rvs-bench: unknown method {spec.name!r}; registered: {', '.join(sorted(methods))}")
-    config = presets.apply(copy.deepcopy(methods[spec.name]), model_preset)
+    config = copy.deepcopy(methods[spec.name])
+    config.pipeline.datamanager = in_main_process(config.pipeline.datamanager)
+    config = presets.apply(config, model_preset)
     model = config.pipeline.model
     for key, value in spec.model_options:
         if not hasattr(model, key):
@@ -174,7 +190,7 @@ def hardware() -> Dict[str, Any]:
 
 
 def run_record(
-    spec: MethodSpec, scene: str, seed: int, result: Any, rays_per_batch: int, wall_seconds: float
+    spec: MethodSpec, scene: str, seed: int, result: RunResult, rays_per_batch: int, wall_seconds: float
 ) -> Dict[str, Any]:
     """The numbers of one (method, scene, seed) run, from a :class:`rvs_nerfstudio.runner.RunResult`.
 
@@ -191,9 +207,9 @@ def run_record(
         "lpips": lpips if lpips is not None and math.isfinite(lpips) else None,  # NaN: LPIPS weights unavailable
         "train_seconds": result.times.step,
         "train_rays_per_sec": result.steps * rays_per_batch / result.times.step,
-        "render_rays_per_sec": final.metrics["num_rays_per_sec"],
-        "proposal_evals_per_ray": final.field_evals_per_ray["proposal"],
-        "radiance_evals_per_ray": final.field_evals_per_ray["radiance"],
+        "render_rays_per_sec": final.cost.render_rays_per_sec,
+        "proposal_evals_per_ray": final.cost.field_evals_per_ray["proposal"],
+        "radiance_evals_per_ray": final.cost.field_evals_per_ray["radiance"],
         "peak_memory_mib": result.peak_memory.bytes / 2**20,
         "peak_memory_kind": result.peak_memory.kind,
         "seconds_per_step": result.seconds_per_step,
@@ -401,7 +417,6 @@ def run_bench(config: BenchConfig, command: str) -> Dict[str, Any]:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     from nerfstudio.configs.method_configs import all_methods  # slow: it discovers every installed method
-    from rvs_nerfstudio import runner
 
     trainer_configs = {spec.label: method_config(spec, all_methods, preset.model_preset) for spec in specs}
     # Method options only touch the model, so every method trains on the preset's ray batch.

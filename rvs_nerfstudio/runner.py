@@ -4,7 +4,7 @@ Drives nerfstudio's own ``Trainer`` (its ``train_iteration`` and training callba
 those of ``ns-train``, and adds wall-clock timers around the proposal sampler, the radiance field and
 the backward pass. Works for any nerfacto-style model (``proposal_sampler`` and ``field`` attributes).
 Each evaluation also counts the points at which the proposal networks and the radiance field were evaluated
-per rendered ray, and each run records its peak memory.
+per rendered ray and times the rendering alone, and each run records its peak memory.
 
 Runs are repeatable: nerfstudio's ``ParallelDataManager`` draws the training rays in a spawned worker process,
 which does not inherit the trainer's seed, so the runner seeds that worker too (and ends it after the run).
@@ -32,7 +32,7 @@ from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from rvs_nerfstudio import presets
-from rvs_nerfstudio.compat import default_device_type, optional_lpips
+from rvs_nerfstudio.compat import default_device_type, flush_denormals, optional_lpips
 
 
 @dataclass
@@ -50,15 +50,24 @@ class PhaseTimes:
 
 
 @dataclass
+class EvalCost:
+    """What one evaluation of the held-out images cost."""
+
+    field_evals_per_ray: Dict[str, float] = field(default_factory=dict)
+    """Points per rendered ray at which the proposal networks (``"proposal"``, all levels together) and the
+    radiance field (``"radiance"``) were evaluated: counted, not taken from the config."""
+    render_rays_per_sec: float = 0.0
+    """Rays rendered per second of image rendering alone (nerfstudio's ``num_rays_per_sec`` adds the metrics)."""
+
+
+@dataclass
 class EvalPoint:
     """Held-out metrics at one point of training."""
 
     step: int
     train_seconds: float
     metrics: Dict[str, float]
-    field_evals_per_ray: Dict[str, float] = field(default_factory=dict)
-    """Points per rendered ray at which the proposal networks (``"proposal"``, all levels together) and the
-    radiance field (``"radiance"``) were evaluated during this evaluation: counted, not taken from the config."""
+    cost: EvalCost = field(default_factory=EvalCost)
 
 
 @dataclass
@@ -130,16 +139,17 @@ class _PhaseTimer:
         self.times.proposal_backward += end - split
 
 
-class _FieldEvalCounter:
-    """Wraps a model's proposal networks, radiance field and ``get_outputs`` to count points and rays."""
+class _EvalMeter:
+    """Wraps a model's proposal networks, radiance field and rendering to count points per ray and time renders."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.counts: Optional[Dict[str, int]] = None
+        self.counts: Optional[Dict[str, float]] = None
         proposal_networks = getattr(model, "proposal_networks", [])
         for network in {id(network): network for network in proposal_networks}.values():
             network.get_density = self._counted(network.get_density, "proposal")  # what density_fn calls
         model.field.forward = self._counted(model.field.forward, "radiance")
         model.get_outputs = self._counted(model.get_outputs, "rays")
+        model.get_outputs_for_camera_ray_bundle = self._timed_render(model.get_outputs_for_camera_ray_bundle)
 
     def _counted(self, function: Callable, key: str) -> Callable:
         def counted(*args, **kwargs):
@@ -150,17 +160,31 @@ class _FieldEvalCounter:
 
         return counted
 
+    def _timed_render(self, render: Callable) -> Callable:
+        def timed(camera_ray_bundle, *args, **kwargs):
+            start = time.perf_counter()
+            outputs = render(camera_ray_bundle, *args, **kwargs)
+            if camera_ray_bundle.origins.is_cuda:
+                torch.cuda.synchronize()
+            if self.counts is not None:
+                self.counts["render_seconds"] += time.perf_counter() - start
+                self.counts["rendered_rays"] += camera_ray_bundle.shape.numel()
+            return outputs
+
+        return timed
+
     @contextlib.contextmanager
-    def per_ray(self) -> Iterator[Dict[str, float]]:
-        """Counts while inside; the yielded dict then holds the proposal and radiance points per ray."""
-        per_ray: Dict[str, float] = {}
-        self.counts = {"rays": 0, "proposal": 0, "radiance": 0}
+    def measure(self) -> Iterator[EvalCost]:
+        """Measures while inside; the yielded ``EvalCost`` is filled in on exit."""
+        cost = EvalCost()
+        self.counts = dict.fromkeys(("rays", "proposal", "radiance", "render_seconds", "rendered_rays"), 0.0)
         try:
-            yield per_ray
+            yield cost
         finally:
             counts, self.counts = self.counts, None
-        rays = max(counts.pop("rays"), 1)
-        per_ray.update({key: count / rays for key, count in counts.items()})
+        rays = max(counts["rays"], 1)
+        cost.field_evals_per_ray = {key: counts[key] / rays for key in ("proposal", "radiance")}
+        cost.render_rays_per_sec = counts["rendered_rays"] / max(counts["render_seconds"], 1e-9)
 
 
 @contextlib.contextmanager
@@ -237,6 +261,7 @@ def setup_trainer(config: TrainerConfig, data: Path, preset: Optional[str], outp
     config.machine.device_type = default_device_type()
     config.set_timestamp()
     seed_everything(seed)
+    flush_denormals()  # as every rvs-* model does, so that other methods run in the same CPU mode
     # Nerfstudio's event writers are process-wide and only ever appended to; an earlier in-process run's writers
     # would still log into its (possibly deleted) output folder.
     writer.EVENT_WRITERS.clear()
@@ -272,14 +297,14 @@ def train(
 
 def _train_and_evaluate(trainer: Trainer, result: RunResult, steps: int, eval_every: int) -> None:
     timer = _PhaseTimer(trainer.pipeline.model, result.times)
-    counter = _FieldEvalCounter(trainer.pipeline.model)
+    meter = _EvalMeter(trainer.pipeline.model)
     scale = trainer.grad_scaler.scale
     trainer.grad_scaler.scale = lambda loss: _BackwardProxy(scale(loss), timer)  # time the backward pass
     for step in range(steps + 1):
         if step % (eval_every or steps) == 0:
-            with counter.per_ray() as field_evals_per_ray:
+            with meter.measure() as cost:
                 metrics = evaluate(trainer)
-            result.evals.append(EvalPoint(step, result.times.step, metrics, field_evals_per_ray))
+            result.evals.append(EvalPoint(step, result.times.step, metrics, cost))
         if step == steps:
             break
         start, timer.enabled = time.perf_counter(), True

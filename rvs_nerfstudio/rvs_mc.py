@@ -10,8 +10,9 @@ radiance field runs at those K points only, and the pixel colour is the unbiased
 
 of the spline's volume-rendered colour (:math:`y_f` is the ray's total opacity). Nerfstudio's ``RGBRenderer``
 computes exactly this when every point has weight :math:`y_f / K`, so its background options apply as they
-are. Gradients of the photometric loss reach every density network through :math:`y_f` and through the
-positions :math:`t_k`; there is no interlevel loss.
+are; with "last_sample", :math:`c_{bg}` is the colour at the last (farthest) point, as in nerfacto. Gradients of
+the photometric loss reach every density network through :math:`y_f` and through the positions :math:`t_k`;
+there is no interlevel loss.
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     """K for evaluation and rendering; None uses num-radiance-samples."""
     eval_num_draws: int = 1
     """Independent draws of K points averaged per pixel at evaluation (1: deterministic midpoints; more: fixed seed)."""
-    background_color: Literal["random", "black", "white"] = "random"
-    """Colour behind the density, weighted 1 - y_f ("random" in training makes the density explain every pixel)."""
+    background_color: Literal["random", "last_sample", "black", "white"] = "random"
+    """Colour behind the density, weighted 1 - y_f. "random" in training makes the density explain every pixel.
+    "last_sample" (nerfacto's default) is the radiance at the last of the K points, in the spline's last quantile
+    stratum: no extra radiance call, but it lets colour stand in for geometry (worse in rvs-bench)."""
     use_distortion_loss: bool = True
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the final density spline's intervals."""
     # Nerfacto knobs with no meaning here (K replaces the nerf samples; the radiance field's density, normals
@@ -198,8 +201,6 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             raise ValueError(f"eval-num-radiance-samples must be at least 1 (got {config.eval_num_radiance_samples}).")
         if config.eval_num_draws < 1:
             raise ValueError(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
-        if config.background_color == "last_sample":
-            raise ValueError("background-color last_sample has no meaning for Monte Carlo rendering: use random, black or white.")
 
     def level_sample_counts(self) -> Tuple[int, ...]:
         """Samples per ray at each density level (the K radiance points are drawn from the last one's spline)."""

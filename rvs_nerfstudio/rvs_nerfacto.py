@@ -17,7 +17,7 @@ from tyro.conf import Suppress
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
-from rvs_nerfstudio.compat import OptionalLPIPSMixin
+from rvs_nerfstudio.compat import OptionalLPIPSMixin, flush_denormals
 from rvs_nerfstudio.sampler import RVSProposalSampler
 from rvs_nerfstudio.trainer import FiniteLossGuard
 
@@ -50,6 +50,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
 
     def populate_modules(self) -> None:
         self._validate_config()
+        flush_denormals()
         super().populate_modules()
         self.loss_guard = FiniteLossGuard()
         self.proposal_sampler = RVSProposalSampler(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,9 @@ import torch
 from clitools import run_cli
 from conftest import OfflineNerfactoConfig, build_model
 
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from rvs_nerfstudio.bench import (
     BenchConfig,
     MethodSpec,
@@ -27,7 +32,7 @@ from rvs_nerfstudio.bench import (
 from rvs_nerfstudio.method_configs import rvs_mc, rvs_nerfacto
 from rvs_nerfstudio.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
-from rvs_nerfstudio.runner import _FieldEvalCounter, measure_peak_memory
+from rvs_nerfstudio.runner import _EvalMeter, measure_peak_memory
 from rvs_nerfstudio.sampler_bench import SamplerBenchConfig, forward_ratio, render_table, run_sampler_bench
 
 # --- Method strings ------------------------------------------------------------------------------------------
@@ -73,6 +78,19 @@ def test_method_options_are_set_after_the_preset_on_a_copy():
         method_config(parse_method("rvs-nerfacto:K=4"), methods, "cpu-small")
     with pytest.raises(SystemExit, match="unknown method 'nerfactoo'; registered: rvs-mc, rvs-nerfacto"):
         method_config(parse_method("nerfactoo"), methods, "cpu-small")
+
+
+def test_every_method_draws_its_rays_in_the_main_process():
+    nerfacto_like = copy.deepcopy(rvs_nerfacto.config)
+    nerfacto_like.pipeline.datamanager = ParallelDataManagerConfig(
+        dataparser=NerfstudioDataParserConfig(), train_num_rays_per_batch=4096, eval_num_rays_per_batch=2048, num_processes=1
+    )
+    config = method_config(parse_method("nerfacto"), {"nerfacto": nerfacto_like}, "full")
+    datamanager = config.pipeline.datamanager
+    assert type(datamanager) is VanillaDataManagerConfig and datamanager._target is VanillaDataManager
+    assert isinstance(datamanager.dataparser, NerfstudioDataParserConfig)
+    assert (datamanager.train_num_rays_per_batch, datamanager.eval_num_rays_per_batch) == (4096, 2048)
+    assert type(nerfacto_like.pipeline.datamanager) is ParallelDataManagerConfig  # the registered config is untouched
 
 
 # --- Tables and files ----------------------------------------------------------------------------------------
@@ -175,13 +193,28 @@ def test_existing_results_are_not_overwritten(tmp_path):
 )
 def test_field_evaluations_per_ray_are_counted(ray_bundle, config_class, overrides, expected):
     model = build_model(config_class, **overrides).eval()
-    counter = _FieldEvalCounter(model)
+    meter = _EvalMeter(model)
     with torch.no_grad():
         model(ray_bundle)  # not counted
-        with counter.per_ray() as per_ray:
+        with meter.measure() as cost:
             model(ray_bundle[:40])
             model(ray_bundle[40:])
-    assert per_ray == expected
+    assert cost.field_evals_per_ray == expected
+
+
+def test_render_throughput_times_the_image_renders_alone(ray_bundle):
+    model = build_model(RVSNerfactoModelConfig).eval()
+    meter = _EvalMeter(model)
+    image = ray_bundle.reshape((8, 8))
+    model.get_outputs_for_camera_ray_bundle(image)  # not measured
+    with meter.measure() as cost:
+        start = time.perf_counter()
+        model.get_outputs_for_camera_ray_bundle(image)
+        model.get_outputs_for_camera_ray_bundle(image)
+        rendering = time.perf_counter() - start
+        time.sleep(0.5)  # e.g. metrics: not rendering
+    assert cost.field_evals_per_ray["radiance"] == 8
+    assert 128 / rendering <= cost.render_rays_per_sec < 1.5 * 128 / rendering
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-run RSS peaks need Linux's clear_refs")

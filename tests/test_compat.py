@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import math
+import platform
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +83,18 @@ def test_lpips_is_reported_when_weights_are_available(monkeypatch, tmp_path):
     assert not isinstance(model.lpips, UnavailableLPIPS)
     metrics = _image_metrics(model)
     assert math.isfinite(metrics["lpips"]) and metrics["lpips"] > 0
+
+
+def test_rvs_models_make_the_cpu_flush_subnormal_floats_to_zero():
+    """In a fresh process: a subnormal product survives before an rvs model is built and is zero after."""
+    script = (
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); from conftest import build_model; "
+        "from rvs_nerfstudio.rvs_mc import RVSMonteCarloModelConfig; "
+        "product = lambda: (torch.tensor([1e-30]) * torch.tensor([1e-10])).item(); "
+        "before = product(); build_model(RVSMonteCarloModelConfig); print(before, product())"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    before, after = map(float, result.stdout.split()[-2:])
+    assert before == pytest.approx(1e-40, rel=1e-2)  # representable, so the flag was really off before
+    if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):  # CPUs that have a flush-to-zero mode
+        assert after == 0.0

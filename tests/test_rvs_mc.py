@@ -303,13 +303,30 @@ def test_depth_and_accumulation_are_the_spline_quadrature():
     assert 3.0 < outputs["depth"].item() < 4.2
 
 
+def test_last_sample_background_is_the_colour_at_the_farthest_point():
+    """Ĉ = y_f·mean c(t_k) + (1 - y_f)·c(t_K): nerfacto's background choice, from the K evaluations alone."""
+    torch.manual_seed(0)
+    model = fixed_spline_model(num_radiance_samples=4)
+    model.config.background_color = model.renderer_rgb.background_color = "last_sample"
+    positions = []
+    model.field = KnownColourField(lambda t: positions.append(t) or smooth_colour(t))
+    with torch.no_grad():
+        outputs = model(one_ray(5))
+    (t,) = positions  # one field call, at exactly K points per ray
+    assert t.shape == (5, 4, 1) and (t.diff(dim=1) > 0).all()
+    y_f = outputs["accumulation"]
+    colours = smooth_colour(t)
+    expected = y_f * colours.mean(1) + (1 - y_f) * colours[:, -1]
+    torch.testing.assert_close(outputs["rgb"], expected)
+    assert 0.5 < y_f.min() and y_f.max() < 0.99  # both terms matter
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (dict(num_radiance_samples=0), "num-radiance-samples must be at least 1"),
         (dict(eval_num_radiance_samples=0), "eval-num-radiance-samples must be at least 1"),
         (dict(eval_num_draws=0), "eval-num-draws must be at least 1"),
-        (dict(background_color="last_sample"), "last_sample has no meaning"),
         (dict(num_proposal_iterations=0, num_proposal_samples_per_ray=()), "at least one density network"),
         (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
         (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
