@@ -5,8 +5,8 @@ nerfstudio's own ``Trainer`` (:mod:`rvs_nerfstudio.runner`) and its ``VanillaDat
 is swapped out, see :func:`in_main_process`), then evaluated on all held-out views. Per
 (method, scene) the benchmark reports PSNR, SSIM, LPIPS (where its weights are available), training wall time
 and rays/s, render rays/s on the held-out views (rendering alone; nerfstudio's ``num_rays_per_sec``, which adds
-the per-image metrics, stays in the evaluation records), the proposal-network and radiance-field evaluations per rendered ray (counted
-during the final evaluation), and peak memory (CUDA allocations on a GPU, the main process's peak RSS on a CPU).
+the per-image metrics, stays in the evaluation records), the proposal-network and radiance-field evaluations per
+rendered ray (counted during the final evaluation), and peak memory (CUDA allocations on a GPU, the main process's peak RSS on a CPU).
 
 Scenes come from :mod:`rvs_nerfstudio.synth` (seed 0), generated on the fly into the output folder: ``object``
 (360°, white background) and ``forward`` (forward-facing, content at several depths). ``--seeds`` vary training
@@ -61,9 +61,8 @@ class BenchPreset:
 
 
 BENCH_PRESETS: Dict[str, BenchPreset] = {
-    # Measured on 2 AMD EPYC cores, nerfacto / rvs-nerfacto / rvs-mc K=8: 0.23 / 0.16 / 0.14 s per step and 5 s per
-    # evaluation of the 8 held-out views (quiet, 2 threads): 6 runs of 600 steps take ~12 min; ~16 min with one
-    # thread on a busy machine (0.24 / 0.26 / 0.22 s per step, 6.5 s per evaluation).
+    # Measured on 2 AMD EPYC cores (quiet, 2 threads), nerfacto / rvs-nerfacto / rvs-mc K=8: 0.15 / 0.20 / 0.14 s per
+    # step and about 5 s per evaluation of the 8 held-out views: the default 6 runs of 600 steps take ~15 min.
     "cpu-small": BenchPreset("cpu-small", steps=600, resolution=64, num_train=40, num_test=8),
     "gpu": BenchPreset("full", steps=30000, resolution=256, num_train=100, num_test=20),
 }
