@@ -6,7 +6,8 @@ is swapped out, see :func:`in_main_process`), then evaluated on all held-out vie
 (method, scene) the benchmark reports PSNR, SSIM, LPIPS (where its weights are available), training wall time
 and rays/s, render rays/s on the held-out views (rendering alone; nerfstudio's ``num_rays_per_sec``, which adds
 the per-image metrics, stays in the evaluation records), the proposal-network and radiance-field evaluations per
-rendered ray (counted during the final evaluation), and peak memory (CUDA allocations on a GPU, the main process's peak RSS on a CPU).
+rendered ray (counted during the final evaluation), and peak memory (CUDA allocations on a GPU, the main
+process's peak RSS on a CPU).
 
 Scenes come from :mod:`rvs_nerfstudio.synth` (seed 0), generated on the fly into the output folder: ``object``
 (360°, white background) and ``forward`` (forward-facing, content at several depths). ``--seeds`` vary training
