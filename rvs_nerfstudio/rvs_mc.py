@@ -30,7 +30,7 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 from rvs_nerfstudio import spline
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
-from rvs_nerfstudio.sampler import RVSProposalSampler, spline_from_bins
+from rvs_nerfstudio.sampler import RVSProposalSampler, along_rays, spline_from_bins
 
 VIEWER_MAX_RADIANCE_SAMPLES = 64
 """Upper end of the viewer's K slider (the slider reaches the configured K if that is larger)."""
@@ -80,18 +80,18 @@ class RVSMonteCarloSampler(RVSProposalSampler):
             quadrature weights and samples, followed by the final spline's interval weights and intervals.
         """
         assert ray_bundle is not None and density_fns is not None
-        # Without the last density network, the parent stops at the last level's samples.
-        ray_samples, weights_list, ray_samples_list = super().generate_ray_samples(ray_bundle, density_fns[:-1])
+        # Without the last density network, the proposal levels stop at the last level's samples.
+        ray_samples, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns[:-1])
         density = density_fns[-1](ray_samples.frustums.get_positions())
         weights_list.append(ray_samples.get_weights(density))
         ray_samples_list.append(ray_samples)
 
         knots, knot_densities = spline_from_bins(ray_samples, density)
         weights_list.append(spline.interval_weights(knots, knot_densities, self.interpolation)[..., None])
-        ray_samples_list.append(self._along_ray(ray_bundle, ray_samples, knots[..., :-1], knots[..., 1:]))
+        ray_samples_list.append(along_rays(ray_bundle, ray_samples, knots[..., :-1], knots[..., 1:]))
         u = self.quantiles(knots.shape[:-1], knots.device, knots.dtype)
         points = spline.sample(knots, knot_densities, u, self.interpolation)
-        return self._along_ray(ray_bundle, ray_samples, points, points), weights_list, ray_samples_list
+        return along_rays(ray_bundle, ray_samples, points, points), weights_list, ray_samples_list
 
     def quantiles(
         self, batch_shape: torch.Size, device: torch.device, dtype: torch.dtype
@@ -105,20 +105,6 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         draws_shape = (*batch_shape, self.eval_num_draws)
         u = spline.stratified_u(draws_shape, self.eval_num_radiance_samples, "independent", device, dtype, generator)
         return u.flatten(-2)
-
-    @staticmethod
-    def _along_ray(
-        ray_bundle: RayBundle, level: RaySamples, spacing_starts: Float[Tensor, "*batch n"], spacing_ends: Float[Tensor, "*batch n"]
-    ) -> RaySamples:
-        """Samples between spacing coordinates (those of ``level``'s spline), placed along the rays in distance."""
-        assert level.spacing_to_euclidean_fn is not None
-        return ray_bundle.get_ray_samples(
-            bin_starts=level.spacing_to_euclidean_fn(spacing_starts)[..., None],
-            bin_ends=level.spacing_to_euclidean_fn(spacing_ends)[..., None],
-            spacing_starts=spacing_starts[..., None],
-            spacing_ends=spacing_ends[..., None],
-            spacing_to_euclidean_fn=level.spacing_to_euclidean_fn,
-        )
 
 
 @dataclass

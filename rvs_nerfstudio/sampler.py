@@ -9,6 +9,7 @@ photometric loss trains every proposal network and no interlevel loss is needed.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -82,14 +83,31 @@ class RVSProposalSampler(Sampler):
             ``[num_rays, num_samples, 1]`` and samples (for depth outputs and the distortion loss).
         """
         assert ray_bundle is not None and density_fns is not None
-        ray_samples = self.initial_sampler(ray_bundle, num_samples=self.num_proposal_samples_per_ray[0])
+        ray_samples, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns)
+        spacing_starts, spacing_ends = ray_samples.spacing_starts[..., 0], ray_samples.spacing_ends[..., 0]
+        return along_rays(ray_bundle, ray_samples, spacing_starts, spacing_ends), weights_list, ray_samples_list
+
+    def proposal_levels(
+        self, ray_bundle: RayBundle, density_fns: Sequence[Callable]
+    ) -> Tuple[RaySamples, List[Tensor], List[RaySamples]]:
+        """Evaluates each density function at the current samples and resamples from its spline.
+
+        The samples lie on the rays without the camera optimizer's pose gradient, so poses learn through the
+        radiance field's samples only, as in nerfacto; their distances keep every proposal network's gradient.
+
+        Returns:
+            The last resampling's samples, and per level its quadrature weights ``[num_rays, num_samples, 1]``
+            and samples.
+        """
+        rays = dataclasses.replace(ray_bundle, origins=ray_bundle.origins.detach(), directions=ray_bundle.directions.detach())
+        ray_samples = self.initial_sampler(rays, num_samples=self.num_proposal_samples_per_ray[0])
         next_counts = (*self.num_proposal_samples_per_ray[1:], self.num_nerf_samples_per_ray)
         weights_list, ray_samples_list = [], []
         for density_fn, num_samples in zip(density_fns, next_counts):
             density = density_fn(ray_samples.frustums.get_positions())
             weights_list.append(ray_samples.get_weights(density))
             ray_samples_list.append(ray_samples)
-            ray_samples = self.resample(ray_bundle, ray_samples, density, num_samples)
+            ray_samples = self.resample(rays, ray_samples, density, num_samples)
         return ray_samples, weights_list, ray_samples_list
 
     def resample(
@@ -104,12 +122,18 @@ class RVSProposalSampler(Sampler):
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
         u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
         spacing = spline.sample(knots, knot_densities, u, self.interpolation)
-        assert ray_samples.spacing_to_euclidean_fn is not None
-        edges = ray_samples.spacing_to_euclidean_fn(spacing)
-        return ray_bundle.get_ray_samples(
-            bin_starts=edges[..., :-1, None],
-            bin_ends=edges[..., 1:, None],
-            spacing_starts=spacing[..., :-1, None],
-            spacing_ends=spacing[..., 1:, None],
-            spacing_to_euclidean_fn=ray_samples.spacing_to_euclidean_fn,
-        )
+        return along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
+
+
+def along_rays(
+    ray_bundle: RayBundle, level: RaySamples, spacing_starts: Float[Tensor, "*batch n"], spacing_ends: Float[Tensor, "*batch n"]
+) -> RaySamples:
+    """Samples on ``ray_bundle`` between spacing coordinates of ``level``'s sampler, placed in distance."""
+    assert level.spacing_to_euclidean_fn is not None
+    return ray_bundle.get_ray_samples(
+        bin_starts=level.spacing_to_euclidean_fn(spacing_starts)[..., None],
+        bin_ends=level.spacing_to_euclidean_fn(spacing_ends)[..., None],
+        spacing_starts=spacing_starts[..., None],
+        spacing_ends=spacing_ends[..., None],
+        spacing_to_euclidean_fn=level.spacing_to_euclidean_fn,
+    )

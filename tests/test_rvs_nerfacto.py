@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import OfflineNerfactoConfig, build_model
 
 from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
-from rvs_nerfstudio.sampler import RVSProposalSampler
+from rvs_nerfstudio.sampler import RVSProposalSampler, along_rays
 
 
-def training_losses(model, ray_bundle):
-    """Loss dict of one training forward pass on random target colours."""
+def training_pass(model, ray_bundle):
+    """Outputs and loss dict of one training forward pass on random target colours."""
     model.train()
     outputs = model(ray_bundle)
     batch = {"image": torch.rand(len(ray_bundle), 3, generator=torch.Generator().manual_seed(2))}
-    return model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+    return outputs, model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+
+
+def training_losses(model, ray_bundle):
+    return training_pass(model, ray_bundle)[1]
+
+
+def distortion_of_field_weights(outputs) -> float:
+    """mip-NeRF 360's distortion of the radiance field's weights over its bins in spacing coordinates, written
+    out from its definition: sum_ij w_i w_j |m_i - m_j| + sum_i w_i^2 (s_i+1 - s_i) / 3, averaged over rays."""
+    samples, weights = outputs["ray_samples_list"][-1], outputs["weights_list"][-1][..., 0].double()
+    starts, ends = samples.spacing_starts[..., 0].double(), samples.spacing_ends[..., 0].double()
+    midpoints = (starts + ends) / 2
+    inter = torch.einsum("ri,rj,rij->r", weights, weights, (midpoints[:, :, None] - midpoints[:, None, :]).abs())
+    intra = (weights**2 * (ends - starts)).sum(-1) / 3
+    return (inter + intra).mean().item()
 
 
 def proposal_grad_norms(model):
@@ -29,7 +46,7 @@ def test_rgb_loss_alone_trains_every_proposal_network(ray_bundle):
     model = build_model(RVSNerfactoModelConfig)
     losses = training_losses(model, ray_bundle)
     assert "interlevel_loss" not in losses
-    assert set(losses) == {"rgb_loss", "distortion_loss", "camera_opt_regularizer"}
+    assert set(losses) == {"rgb_loss", "camera_opt_regularizer"}
     losses["rgb_loss"].backward()
     norms = proposal_grad_norms(model)
     print("proposal-network gradient L1 norms from the RGB loss:", norms)
@@ -43,9 +60,44 @@ def test_nerfacto_proposals_get_no_rgb_gradient(ray_bundle):
     assert proposal_grad_norms(model) == [0, 0]
 
 
-def test_distortion_loss_switch(ray_bundle):
-    model = build_model(RVSNerfactoModelConfig, use_distortion_loss=False)
-    assert set(training_losses(model, ray_bundle)) == {"rgb_loss", "camera_opt_regularizer"}
+def test_distortion_loss_switch_adds_nerfacto_distortion_on_the_field_samples(ray_bundle):
+    """Off by default; switched on, it is nerfacto's mip-NeRF 360 distortion of the radiance field's weights."""
+    model = build_model(RVSNerfactoModelConfig, use_distortion_loss=True)
+    outputs, losses = training_pass(model, ray_bundle)
+    assert set(losses) == {"rgb_loss", "distortion_loss", "camera_opt_regularizer"}
+    expected = model.config.distortion_loss_mult * distortion_of_field_weights(outputs)
+    assert losses["distortion_loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses["distortion_loss"].item() > 0
+
+
+def test_poses_learn_through_the_radiance_field_samples_only(ray_bundle, monkeypatch):
+    """The camera optimizer's RGB gradient is the one with the radiance field's sample distances held fixed (as
+    in nerfacto), while those distances still carry the proposal networks' gradient."""
+    model = build_model(RVSNerfactoModelConfig)
+    with torch.no_grad():  # proposal densities that vary in space, so that sample placement depends on the pose
+        for parameter in model.proposal_networks.parameters():
+            parameter.normal_(generator=torch.Generator().manual_seed(4))
+
+    def camera_gradient():
+        model.zero_grad()
+        torch.manual_seed(5)  # the same stratification jitter in every pass
+        training_losses(model, copy.deepcopy(ray_bundle))["rgb_loss"].backward()
+        return model.camera_optimizer.pose_adjustment.grad.clone()
+
+    gradient = camera_gradient()
+    assert all(n > 0 for n in proposal_grad_norms(model))
+    generate = model.proposal_sampler.generate_ray_samples
+
+    def distances_held_fixed(bundle, density_fns):
+        samples, weights_list, samples_list = generate(bundle, density_fns)
+        starts, ends = samples.spacing_starts[..., 0].detach(), samples.spacing_ends[..., 0].detach()
+        return along_rays(bundle, samples, starts, ends), weights_list, samples_list
+
+    monkeypatch.setattr(model.proposal_sampler, "generate_ray_samples", distances_held_fixed)
+    reference = camera_gradient()
+    assert proposal_grad_norms(model) == [0, 0]
+    assert gradient.abs().sum() > 0
+    torch.testing.assert_close(gradient, reference, rtol=1e-5, atol=1e-9)
 
 
 def test_sampler_gradient_matches_finite_difference(ray_bundle):
