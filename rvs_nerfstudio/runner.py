@@ -308,12 +308,17 @@ def _train_and_evaluate(trainer: Trainer, result: RunResult, steps: int, eval_ev
         if step == steps:
             break
         start, timer.enabled = time.perf_counter(), True
-        _run_callbacks(trainer, step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.pipeline.train()
-        trainer.train_iteration(step)
-        _run_callbacks(trainer, step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        train_step(trainer, step)
         result.times.step += time.perf_counter() - start
         timer.enabled = False
+
+
+def train_step(trainer: Trainer, step: int) -> None:
+    """One training step as ``ns-train`` takes it: the callbacks before, the iteration, the callbacks after."""
+    _run_callbacks(trainer, step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    trainer.pipeline.train()
+    trainer.train_iteration(step)
+    _run_callbacks(trainer, step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
 
 
 class _BackwardProxy:

@@ -99,7 +99,8 @@ class RVSProposalSampler(Sampler):
             The last resampling's samples, and per level its quadrature weights ``[num_rays, num_samples, 1]``
             and samples.
         """
-        rays = dataclasses.replace(ray_bundle, origins=ray_bundle.origins.detach(), directions=ray_bundle.directions.detach())
+        origins, directions = ray_bundle.origins.detach(), ray_bundle.directions.detach()
+        rays = dataclasses.replace(ray_bundle, origins=origins, directions=directions)
         ray_samples = self.initial_sampler(rays, num_samples=self.num_proposal_samples_per_ray[0])
         next_counts = (*self.num_proposal_samples_per_ray[1:], self.num_nerf_samples_per_ray)
         weights_list, ray_samples_list = [], []
@@ -126,7 +127,10 @@ class RVSProposalSampler(Sampler):
 
 
 def along_rays(
-    ray_bundle: RayBundle, level: RaySamples, spacing_starts: Float[Tensor, "*batch n"], spacing_ends: Float[Tensor, "*batch n"]
+    ray_bundle: RayBundle,
+    level: RaySamples,
+    spacing_starts: Float[Tensor, "*batch n"],
+    spacing_ends: Float[Tensor, "*batch n"],
 ) -> RaySamples:
     """Samples on ``ray_bundle`` between spacing coordinates of ``level``'s sampler, placed in distance."""
     assert level.spacing_to_euclidean_fn is not None
