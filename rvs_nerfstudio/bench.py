@@ -62,8 +62,8 @@ class BenchPreset:
 
 
 BENCH_PRESETS: Dict[str, BenchPreset] = {
-    # Measured on 2 AMD EPYC cores (quiet, 2 threads), nerfacto / rvs-nerfacto / rvs-mc K=8: 0.15 / 0.20 / 0.14 s per
-    # step and about 5 s per evaluation of the 8 held-out views: the default 6 runs of 600 steps take ~15 min.
+    # Measured on 2 AMD EPYC cores (quiet, 2 threads), nerfacto / rvs-nerfacto / rvs-mc K=8: 0.15 / 0.17 / 0.14 s per
+    # step and about 5 s per evaluation of the 8 held-out views: the default 6 runs of 600 steps take ~12 min.
     "cpu-small": BenchPreset("cpu-small", steps=600, resolution=64, num_train=40, num_test=8),
     "gpu": BenchPreset("full", steps=30000, resolution=256, num_train=100, num_test=20),
 }
