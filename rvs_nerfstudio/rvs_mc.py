@@ -80,12 +80,7 @@ class RVSMonteCarloSampler(RVSProposalSampler):
             quadrature weights and samples, followed by the final spline's interval weights and intervals.
         """
         assert ray_bundle is not None and density_fns is not None
-        # Without the last density network, the proposal levels stop at the last level's samples.
-        ray_samples, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns[:-1])
-        density = density_fns[-1](ray_samples.frustums.get_positions())
-        weights_list.append(ray_samples.get_weights(density))
-        ray_samples_list.append(ray_samples)
-
+        ray_samples, density, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns)
         knots, knot_densities = spline_from_bins(ray_samples, density)
         weights_list.append(spline.interval_weights(knots, knot_densities, self.interpolation)[..., None])
         ray_samples_list.append(along_rays(ray_bundle, ray_samples, knots[..., :-1], knots[..., 1:]))

@@ -83,33 +83,33 @@ class RVSProposalSampler(Sampler):
             ``[num_rays, num_samples, 1]`` and samples (for depth outputs and the distortion loss).
         """
         assert ray_bundle is not None and density_fns is not None
-        ray_samples, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns)
-        spacing_starts, spacing_ends = ray_samples.spacing_starts[..., 0], ray_samples.spacing_ends[..., 0]
-        return along_rays(ray_bundle, ray_samples, spacing_starts, spacing_ends), weights_list, ray_samples_list
+        ray_samples, density, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns)
+        radiance_samples = self.resample(ray_bundle, ray_samples, density, self.num_nerf_samples_per_ray)
+        return radiance_samples, weights_list, ray_samples_list
 
     def proposal_levels(
         self, ray_bundle: RayBundle, density_fns: Sequence[Callable]
-    ) -> Tuple[RaySamples, List[Tensor], List[RaySamples]]:
-        """Evaluates each density function at the current samples and resamples from its spline.
+    ) -> Tuple[RaySamples, Float[Tensor, "*batch num_bins 1"], List[Tensor], List[RaySamples]]:
+        """Evaluates each density function at its level's samples, resampling from its spline between levels.
 
         The samples lie on the rays without the camera optimizer's pose gradient, so poses learn through the
         radiance field's samples only, as in nerfacto; their distances keep every proposal network's gradient.
 
         Returns:
-            The last resampling's samples, and per level its quadrature weights ``[num_rays, num_samples, 1]``
-            and samples.
+            The last level's samples and density there, and per level its quadrature weights
+            ``[num_rays, num_samples, 1]`` and samples.
         """
         origins, directions = ray_bundle.origins.detach(), ray_bundle.directions.detach()
         rays = dataclasses.replace(ray_bundle, origins=origins, directions=directions)
         ray_samples = self.initial_sampler(rays, num_samples=self.num_proposal_samples_per_ray[0])
-        next_counts = (*self.num_proposal_samples_per_ray[1:], self.num_nerf_samples_per_ray)
         weights_list, ray_samples_list = [], []
-        for density_fn, num_samples in zip(density_fns, next_counts):
+        for level, density_fn in enumerate(density_fns):
+            if level > 0:
+                ray_samples = self.resample(rays, ray_samples, density, self.num_proposal_samples_per_ray[level])
             density = density_fn(ray_samples.frustums.get_positions())
             weights_list.append(ray_samples.get_weights(density))
             ray_samples_list.append(ray_samples)
-            ray_samples = self.resample(rays, ray_samples, density, num_samples)
-        return ray_samples, weights_list, ray_samples_list
+        return ray_samples, density, weights_list, ray_samples_list
 
     def resample(
         self,
