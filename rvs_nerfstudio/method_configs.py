@@ -14,11 +14,11 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
-from rvs_nerfstudio.compat import PortableExponentialDecaySchedulerConfig, default_device_type
-from rvs_nerfstudio.dataparsers import AutoDataParserConfig
-from rvs_nerfstudio.rvs_mc import RVSMonteCarloModelConfig
-from rvs_nerfstudio.rvs_nerfacto import RVSNerfactoModelConfig
-from rvs_nerfstudio.trainer import SafeTrainerConfig
+from rvs_nerfstudio.data.parsers import AutoDataParserConfig
+from rvs_nerfstudio.engine.compat import PortableExponentialDecaySchedulerConfig, default_device_type
+from rvs_nerfstudio.engine.trainer import SafeTrainerConfig
+from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
+from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 
 
 def nerfacto_trainer(method_name: str, model: ModelConfig) -> SafeTrainerConfig:

@@ -1,51 +1,14 @@
-"""Shared fixtures: tiny models and ray bundles that run in well under a second on a CPU."""
+"""Shared fixtures: a ray bundle for tiny models and small synthetic scenes generated once per session."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Type
+from pathlib import Path
 
 import pytest
 import torch
 
 from nerfstudio.cameras.rays import RayBundle
-from nerfstudio.data.scene_box import SceneBox
-from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
-from rvs_nerfstudio.compat import OptionalLPIPSMixin
-
-TINY_FIELD = dict(
-    implementation="torch",
-    num_levels=4,
-    log2_hashmap_size=12,
-    max_res=128,
-    hidden_dim=16,
-    hidden_dim_color=16,
-    appearance_embed_dim=4,
-    num_proposal_samples_per_ray=(32, 16),
-    num_nerf_samples_per_ray=8,
-    proposal_net_args_list=[
-        {"hidden_dim": 16, "log2_hashmap_size": 12, "num_levels": 4, "max_res": 64, "use_linear": False},
-        {"hidden_dim": 16, "log2_hashmap_size": 12, "num_levels": 4, "max_res": 128, "use_linear": False},
-    ],
-)
-"""Model-config overrides that keep nerfacto-style models small enough for unit tests."""
-
-
-class OfflineNerfacto(OptionalLPIPSMixin, NerfactoModel):
-    """Stock nerfacto, constructible offline: the reference that RVS models are compared with."""
-
-
-@dataclass
-class OfflineNerfactoConfig(NerfactoModelConfig):
-    _target: Type = field(default_factory=lambda: OfflineNerfacto)
-
-
-def build_model(config_class, num_cameras: int = 4, **overrides):
-    """A model of ``config_class`` with :data:`TINY_FIELD` settings, in a [-1, 1]^3 scene box."""
-    torch.manual_seed(0)
-    config = config_class(**{**TINY_FIELD, **overrides})
-    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    return config.setup(scene_box=scene_box, num_train_data=num_cameras, metadata={})
+from rvs_nerfstudio.data.synth import SynthConfig, generate_scene
 
 
 @pytest.fixture
@@ -61,4 +24,20 @@ def ray_bundle() -> RayBundle:
         directions=directions,
         pixel_area=torch.full((num_rays, 1), 1e-4),
         camera_indices=torch.randint(0, 4, (num_rays, 1), generator=generator),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory) -> Path:
+    """The 360° object scene, 32 px, 12 train and 3 held-out views: for short training runs through ns-train."""
+    return generate_scene(
+        SynthConfig(output=tmp_path_factory.mktemp("scene") / "object", resolution=32, num_train=12, num_test=3)
+    )
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory) -> Path:
+    """The 360° object scene, 24 px, 8 train and 2 held-out views: for runs where only the machinery matters."""
+    return generate_scene(
+        SynthConfig(output=tmp_path_factory.mktemp("scene") / "object", resolution=24, num_train=8, num_test=2)
     )

@@ -1,0 +1,1 @@
+"""The plugin's models: ``rvs-nerfacto`` (``rvs_nerfacto``) and ``rvs-mc`` (``rvs_mc``)."""

@@ -1,0 +1,151 @@
+"""``rvs-mc``: Monte Carlo volume rendering with K radiance-field calls per ray.
+
+The first use of reparameterized volume sampling in Morozov et al., *Differentiable Rendering with
+Reparameterized Volume Sampling*, AISTATS 2024 (arXiv:2302.10970). Geometry comes only from cheap density
+networks (nerfacto's proposal networks: hash grid and a tiny MLP). Their RVS levels end in a density spline
+per ray, from which K points :math:`t_k` are drawn with the reparameterized, stratified inverse CDF. The
+radiance field runs at those K points only, and the pixel colour is the unbiased estimate
+
+.. math:: \\hat C = y_f \\cdot \\frac{1}{K} \\sum_k c(t_k) + (1 - y_f)\\, c_{bg}
+
+of the spline's volume-rendered colour (:math:`y_f` is the ray's total opacity). Nerfstudio's ``RGBRenderer``
+computes exactly this when every point has weight :math:`y_f / K`, so its background options apply as they
+are; with "last_sample", :math:`c_{bg}` is the colour at the last (farthest) point, as in nerfacto. Gradients of
+the photometric loss reach every density network through :math:`y_f` and through the positions :math:`t_k`;
+there is no interlevel loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+from torch import Tensor
+from tyro.conf import Suppress
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.viewer.viewer_elements import ViewerSlider
+from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
+from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
+
+VIEWER_MAX_RADIANCE_SAMPLES = 64
+"""Upper end of the viewer's K slider (the slider reaches the configured K if that is larger)."""
+
+@dataclass
+class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
+    """Monte Carlo rendering with RVS: density networks for geometry, the radiance field at K points per ray."""
+
+    _target: Type = field(default_factory=lambda: RVSMonteCarloModel)
+    num_radiance_samples: int = 8
+    """K in training: radiance-field evaluations per ray, at stratified reparameterized draws from the density spline."""
+    eval_num_radiance_samples: Optional[int] = None
+    """K for evaluation and rendering; None uses num-radiance-samples."""
+    eval_num_draws: int = 1
+    """Independent draws of K points averaged per pixel at evaluation (1: deterministic midpoints; more: fixed seed)."""
+    background_color: Literal["random", "last_sample", "black", "white"] = "random"
+    """Colour behind the density, weighted 1 - y_f. "random" in training makes the density explain every pixel.
+    "last_sample" (nerfacto's default) is the radiance at the last of the K points, in the spline's last quantile
+    stratum: no extra radiance call, but it lets colour stand in for geometry (worse in rvs-bench)."""
+    use_distortion_loss: bool = True
+    """Add nerfacto's distortion loss (times distortion-loss-mult) on the final density spline's intervals."""
+    # Nerfacto knobs with no meaning here (K replaces the nerf samples; the radiance field's density, normals
+    # and per-sample gradient scaling are not used): fixed and hidden from the CLI.
+    num_nerf_samples_per_ray: Suppress[int] = 48
+    use_gradient_scaling: Suppress[bool] = False
+    predict_normals: Suppress[bool] = False
+    orientation_loss_mult: Suppress[float] = 0.0
+    pred_normal_loss_mult: Suppress[float] = 0.0
+
+
+class RVSMonteCarloModel(RVSNerfactoModel):
+    """Monte Carlo volume rendering from the density networks' RVS spline.
+
+    The density networks are nerfacto's proposal networks; the radiance network is ``NerfactoField`` (position
+    features, view direction, appearance embedding), evaluated only at the K points per ray. Its own density
+    head is computed but not used: the density along the ray is the last density network's spline.
+    """
+
+    config: RVSMonteCarloModelConfig
+    proposal_sampler: RVSMonteCarloSampler
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        config = self.config
+        self.proposal_sampler = RVSMonteCarloSampler(
+            num_proposal_samples_per_ray=config.num_proposal_samples_per_ray,
+            num_radiance_samples=config.num_radiance_samples,
+            eval_num_radiance_samples=config.eval_num_radiance_samples or config.num_radiance_samples,
+            eval_num_draws=config.eval_num_draws,
+            single_jitter=config.use_single_jitter,
+            interpolation=config.density_interpolation,
+            density_padding=config.density_padding,
+            initial_sampler=self.proposal_sampler.initial_sampler,
+        )
+        eval_k = self.proposal_sampler.eval_num_radiance_samples
+        # Found by the viewer among the pipeline's attributes; its callback runs under the training lock.
+        self.viewer_radiance_samples = ViewerSlider(
+            "Render K",
+            eval_k,
+            1,
+            max(VIEWER_MAX_RADIANCE_SAMPLES, eval_k),
+            step=1,
+            cb_hook=lambda slider: self.set_eval_num_radiance_samples(int(slider.value)),
+            hint="Radiance-field evaluations per ray for rendering and evaluation; training keeps num-radiance-samples.",
+        )
+
+    def set_eval_num_radiance_samples(self, num_radiance_samples: int) -> None:
+        """Sets K for evaluation and rendering (the viewer's slider calls this); training's K is unchanged."""
+        if num_radiance_samples < 1:
+            raise ValueError(f"K must be at least 1 (got {num_radiance_samples}).")
+        self.proposal_sampler.eval_num_radiance_samples = num_radiance_samples
+
+    def _validate_config(self) -> None:
+        """The parent's checks, plus those of the Monte Carlo options."""
+        config = self.config
+        if config.num_proposal_iterations < 1:
+            raise ValueError("rvs-mc needs at least one density network: set num-proposal-iterations to 1 or more.")
+        super()._validate_config()
+        if config.num_radiance_samples < 1:
+            raise ValueError(f"num-radiance-samples must be at least 1 (got {config.num_radiance_samples}).")
+        if config.eval_num_radiance_samples is not None and config.eval_num_radiance_samples < 1:
+            raise ValueError(f"eval-num-radiance-samples must be at least 1 (got {config.eval_num_radiance_samples}).")
+        if config.eval_num_draws < 1:
+            raise ValueError(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
+
+    def level_sample_counts(self) -> Tuple[int, ...]:
+        """Samples per ray at each density level (the K radiance points are drawn from the last one's spline)."""
+        return tuple(self.config.num_proposal_samples_per_ray)
+
+    @property
+    def radiance_evals_per_ray(self) -> int:
+        """Radiance-field evaluations per ray at evaluation: K times the number of draws."""
+        return self.proposal_sampler.eval_num_radiance_samples * self.proposal_sampler.eval_num_draws
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor | List]:
+        """Colour from the radiance field at the K points; accumulation and depth by quadrature on the spline."""
+        if self.training:
+            self.camera_optimizer.apply_to_raybundle(ray_bundle)
+        points, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
+        spline_weights, spline_intervals = weights_list[-1], ray_samples_list[-1]
+        accumulation = self.renderer_accumulation(weights=spline_weights)
+        point_weights = (accumulation / points.shape[-1])[..., None, :].expand(*points.shape, 1)
+        field_outputs = self.field(points)
+        outputs = {
+            "rgb": self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=point_weights),
+            "accumulation": accumulation,
+            "depth": self.renderer_expected_depth(weights=spline_weights, ray_samples=spline_intervals),
+        }
+        if self.training:
+            outputs["weights_list"], outputs["ray_samples_list"] = weights_list, ray_samples_list
+        for i in range(self.config.num_proposal_iterations):
+            outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
+        return outputs
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """Nerfacto's metrics and images, plus the radiance-field evaluations per ray that the render cost."""
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        metrics["radiance_evals_per_ray"] = float(self.radiance_evals_per_ray)
+        return metrics, images

@@ -1,0 +1,2 @@
+"""Nerfstudio ``Sampler`` adapters of the RVS core: proposal levels (``proposal``) and Monte Carlo points
+(``monte_carlo``)."""

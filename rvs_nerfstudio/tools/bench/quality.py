@@ -1,0 +1,317 @@
+"""``rvs-bench quality``: nerfacto, rvs-nerfacto and rvs-mc side by side on the project's synthetic scenes.
+
+Every method is trained on every scene with the same data split, seed, ray batches and step count, through
+nerfstudio's own ``Trainer`` (:mod:`rvs_nerfstudio.tools.runner`) and its ``VanillaDataManager`` (nerfacto's parallel
+one is swapped out, see :func:`~rvs_nerfstudio.tools.bench.common.in_main_process`), then evaluated on all held-out
+views. Per
+(method, scene) the benchmark reports PSNR, SSIM, LPIPS (where its weights are available), training wall time
+and rays/s, render rays/s on the held-out views (rendering alone; nerfstudio's ``num_rays_per_sec``, which adds
+the per-image metrics, stays in the evaluation records), the proposal-network and radiance-field evaluations per
+rendered ray (counted during the final evaluation), and peak memory (CUDA allocations on a GPU, the main
+process's peak RSS on a CPU).
+
+Scenes come from :mod:`rvs_nerfstudio.data.synth` (seed 0), generated on the fly into the output folder: ``object``
+(360°, white background) and ``forward`` (forward-facing, content at several depths). ``--seeds`` vary training
+only (initial weights, ray batches, jitter); several seeds give the mean ± standard deviation.
+
+Writes ``quality.json`` (every number, date, hardware, command), ``quality.md`` (the tables for the README) and
+``psnr_vs_speed.png`` (held-out PSNR against render rays/s).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nerfstudio.utils.rich_utils import CONSOLE
+from rvs_nerfstudio.data.synth import SceneName
+from rvs_nerfstudio.tools import reports, runner
+from rvs_nerfstudio.tools.bench import common
+from rvs_nerfstudio.tools.bench.common import MethodSpec, PresetName
+from rvs_nerfstudio.tools.runner import RunResult
+
+REPORT = "quality"
+PLOT = "psnr_vs_speed.png"
+
+
+@dataclass
+class QualityConfig:
+    """Train nerfacto, rvs-nerfacto and rvs-mc side by side on synthetic scenes; tabulate quality and cost."""
+
+    preset: PresetName = "cpu-small"
+    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 2 scenes in <= 20 min on 2 cores); gpu: nerfacto's full settings, 30000 steps."""
+    methods: Tuple[str, ...] = ("nerfacto", "rvs-nerfacto", "rvs-mc:K=8")
+    """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'."""
+    scenes: Tuple[SceneName, ...] = ("object", "forward")
+    """Synthetic scenes, generated deterministically into OUTPUT/scenes."""
+    steps: Optional[int] = None
+    """Training steps per run (default: 600 for cpu-small, 30000 for gpu)."""
+    seeds: Tuple[int, ...] = (0,)
+    """Training seeds (the scenes stay fixed); several report the mean ± standard deviation over seeds."""
+    resolution: Optional[int] = None
+    """Scene image width and height in pixels (default: 64 for cpu-small, 256 for gpu)."""
+    eval_every: int = 0
+    """Also evaluate every this many steps (0: only before and after training), for PSNR at equal wall time."""
+    threads: Optional[int] = None
+    """CPU threads for torch (default: torch's, one per core); 1 is steadier on a machine shared with other jobs."""
+    output: Path = Path("outputs/rvs-bench")
+    """Folder for quality.json, quality.md, psnr_vs_speed.png and the generated scenes."""
+    overwrite: bool = False
+    """Replace earlier results in OUTPUT."""
+
+
+def run_record(
+    spec: MethodSpec, scene: str, seed: int, result: RunResult, rays_per_batch: int, wall_seconds: float
+) -> Dict[str, Any]:
+    """The numbers of one (method, scene, seed) run, from a :class:`rvs_nerfstudio.tools.runner.RunResult`.
+
+    ``wall_seconds`` is the whole run's, setup and evaluations included.
+    """
+    final = result.evals[-1]
+    lpips = final.metrics.get("lpips")
+    return {
+        "method": spec.label,
+        "scene": scene,
+        "seed": seed,
+        "psnr": final.metrics["psnr"],
+        "ssim": final.metrics["ssim"],
+        "lpips": lpips if lpips is not None and math.isfinite(lpips) else None,  # NaN: LPIPS weights unavailable
+        "train_seconds": result.times.step,
+        "train_rays_per_sec": result.steps * rays_per_batch / result.times.step,
+        "render_rays_per_sec": final.cost.render_rays_per_sec,
+        "proposal_evals_per_ray": final.cost.field_evals_per_ray["proposal"],
+        "radiance_evals_per_ray": final.cost.field_evals_per_ray["radiance"],
+        "peak_memory_mib": result.peak_memory.bytes / 2**20,
+        "peak_memory_kind": result.peak_memory.kind,
+        "seconds_per_step": result.seconds_per_step,
+        "wall_seconds": wall_seconds,
+        "phase_seconds": asdict(result.times),
+        "evals": [asdict(point) for point in result.evals],
+    }
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    digits: int
+
+
+COLUMNS = (
+    Column("psnr", "PSNR ↑", 2),
+    Column("ssim", "SSIM ↑", 3),
+    Column("lpips", "LPIPS ↓", 3),
+    Column("train_seconds", "train s", 0),
+    Column("train_rays_per_sec", "train rays/s", 0),
+    Column("render_rays_per_sec", "render rays/s", 0),
+    Column("proposal_evals_per_ray", "proposal evals/ray", 1),
+    Column("radiance_evals_per_ray", "radiance evals/ray", 1),
+    Column("peak_memory_mib", "peak memory MiB", 0),
+)
+"""The table's numeric columns, after method and scene."""
+
+
+def summarize(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per (method, scene), in order of first appearance: each column's mean and sample std over seeds.
+
+    ``std`` is None with a single seed; a column that no run reports (LPIPS offline) has mean None.
+    """
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["method"], run["scene"]), []).append(run)
+    summary = []
+    for (method, scene), group in groups.items():
+        row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group]}
+        for column in COLUMNS:
+            values = [run[column.key] for run in group if run[column.key] is not None]
+            row[column.key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+            }
+        summary.append(row)
+    return summary
+
+
+def _format(stat: Dict[str, Optional[float]], digits: int) -> str:
+    if stat["mean"] is None:
+        return "–"
+    text = f"{stat['mean']:,.{digits}f}"
+    return text if stat["std"] is None else f"{text} ± {stat['std']:,.{digits}f}"
+
+
+def markdown_table(results: Dict[str, Any]) -> str:
+    """The README's results table: a caption with date, hardware and command, then one row per (method, scene)."""
+    meta = results["meta"]
+    seeds = meta["seeds"]
+    setup = (
+        f"Preset {meta['preset']}: {meta['steps']} steps of {meta['train_rays_per_batch']} rays, "
+        f"{meta['resolution']}×{meta['resolution']} px scenes ({meta['num_train']} train / {meta['num_test']} held-out views), "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+        + (" (mean ± std over seeds)" if len(seeds) > 1 else "")
+        + f"; peak memory is {meta['peak_memory_kind']}."
+    )
+    lines = [
+        reports.caption(meta["date"], meta["hardware"], meta["command"], setup),
+        "| method | scene | " + " | ".join(column.header for column in COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for row in results["summary"]:
+        cells = [_format(row[column.key], column.digits) for column in COLUMNS]
+        lines.append(f"| {row['method']} | {row['scene']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+PHASES = ("proposal_forward", "field_forward", "field_backward", "proposal_backward")
+"""Training phases of :class:`rvs_nerfstudio.tools.runner.PhaseTimes`, reported in ms per step."""
+
+
+def psnr_within(run: Dict[str, Any], seconds: float) -> Optional[float]:
+    """Held-out PSNR at the run's last evaluation after at most ``seconds`` of training (None if none was)."""
+    points = [point for point in run["evals"] if point["train_seconds"] <= seconds * (1 + 1e-9)]
+    return points[-1]["metrics"]["psnr"] if points else None
+
+
+def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per (method, scene), averaged over seeds: ms per step and per phase, the step time relative to the first
+    method's on the same scene and seed, and PSNR at equal steps and at the first method's training time."""
+    first = results["meta"]["methods"][0]
+    reference = {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for run in results["runs"]:
+        groups.setdefault((run["method"], run["scene"]), []).append(run)
+    rows = []
+    for (method, scene), group in groups.items():
+        per_step = [{phase: 1e3 * run["phase_seconds"][phase] / results["meta"]["steps"]
+                     for phase in (*PHASES, "step")} for run in group]
+        equal_time = [psnr_within(run, reference[(scene, run["seed"])]["train_seconds"]) for run in group]
+        rows.append({
+            "method": method,
+            "scene": scene,
+            "ms": {key: statistics.fmean(step[key] for step in per_step) for key in (*PHASES, "step")},
+            "ratio": statistics.fmean(run["seconds_per_step"] / reference[(scene, run["seed"])]["seconds_per_step"] for run in group),
+            "psnr_equal_steps": statistics.fmean(run["psnr"] for run in group),
+            "psnr_equal_time": statistics.fmean(equal_time) if None not in equal_time else None,
+        })
+    return rows
+
+
+def cost_table(results: Dict[str, Any]) -> str:
+    """Markdown: where the training time goes, and PSNR at equal steps and at equal wall time."""
+    first = results["meta"]["methods"][0]
+    lines = [
+        f"Training cost per step (ms; backward split where the gradient reaches the sample positions) and held-out "
+        f"PSNR at equal steps and at equal training time: the last evaluation (every {results['meta']['eval_every']} "
+        f"steps) within {first}'s training time.",
+        "",
+        f"| method | scene | ms/step | × {first} | proposal fwd | field fwd | field bwd | proposal bwd | PSNR equal steps "
+        f"| PSNR equal time |",
+        "|---|---|" + "---:|" * 8,
+    ]
+    for row in cost_rows(results):
+        ms = row["ms"]
+        equal_time = "–" if row["psnr_equal_time"] is None else f"{row['psnr_equal_time']:.2f}"
+        lines.append(
+            f"| {row['method']} | {row['scene']} | {ms['step']:.0f} | {row['ratio']:.2f} | "
+            + " | ".join(f"{ms[phase]:.0f}" for phase in PHASES)
+            + f" | {row['psnr_equal_steps']:.2f} | {equal_time} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
+    """One point per (method, scene): held-out PSNR against render rays/s (log scale), error bars over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    methods = list(dict.fromkeys(row["method"] for row in results["summary"]))
+    scenes = list(dict.fromkeys(row["scene"] for row in results["summary"]))
+    markers = "os^Dvx*"
+    for row in results["summary"]:
+        speed, psnr = row["render_rays_per_sec"], row["psnr"]
+        axes.errorbar(
+            speed["mean"], psnr["mean"], xerr=speed["std"], yerr=psnr["std"], linestyle="none", capsize=3,
+            marker=markers[scenes.index(row["scene"]) % len(markers)], markersize=8,
+            color=f"C{methods.index(row['method'])}", label=f"{row['method']} · {row['scene']}",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("render rays/s (held-out views)")
+    axes.set_ylabel("held-out PSNR (dB)")
+    meta = results["meta"]
+    axes.set_title(f"rvs-bench {meta['preset']}: {meta['steps']} steps, {meta['hardware']['device']}", fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    figure.savefig(path, dpi=150)
+
+
+def write_results(results: Dict[str, Any], output: Path) -> None:
+    """``quality.json``, ``quality.md`` (both tables) and ``psnr_vs_speed.png`` in ``output``."""
+    common.write_report(output, REPORT, results, markdown_table(results) + "\n" + cost_table(results))
+    plot_psnr_vs_speed(results, output / PLOT)
+
+
+def run_quality(config: QualityConfig, command: str) -> Dict[str, Any]:
+    """Runs every (seed, scene, method), writes the three output files and returns what quality.json holds."""
+    common.refuse_to_overwrite(config.output, REPORT, config.overwrite, PLOT)
+    if not config.scenes or not config.seeds:
+        raise SystemExit(f"{common.COMMAND}: give at least one scene and one seed")
+    specs = common.parse_methods(config.methods)
+    preset = common.BENCH_PRESETS[config.preset]
+    steps = preset.steps if config.steps is None else config.steps
+    common.check_positive(steps=steps, **({} if config.threads is None else {"threads": config.threads}))
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    trainer_configs = common.method_configs(specs, preset.model_preset)
+    # Method options only touch the model, so every method trains on the preset's ray batch.
+    rays_per_batch = next(iter(trainer_configs.values())).pipeline.datamanager.train_num_rays_per_batch
+    scenes = {scene: common.make_scene(config.output, scene, preset, config.resolution) for scene in dict.fromkeys(config.scenes)}
+    runs: List[Dict[str, Any]] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=CONSOLE) as progress:
+        task = progress.add_task(common.COMMAND, total=len(config.seeds) * len(scenes) * len(specs))
+        for seed in config.seeds:
+            for scene, data in scenes.items():
+                for spec in specs:
+                    progress.update(task, description=f"{spec.label} on {scene}, seed {seed}")
+                    start = time.perf_counter()
+                    result = runner.train(
+                        trainer_configs[spec.label], data, steps, preset=None, eval_every=config.eval_every, seed=seed
+                    )
+                    run = run_record(spec, scene, seed, result, rays_per_batch, time.perf_counter() - start)
+                    runs.append(run)
+                    progress.advance(task)
+                    progress.console.print(
+                        f"{spec.label} on {scene}, seed {seed}: PSNR {run['psnr']:.2f} dB, "
+                        f"{run['train_seconds']:.0f} s training ({run['seconds_per_step']:.3f} s/step)"
+                    )
+    meta = {
+        "date": reports.now(),
+        "command": command,
+        "hardware": reports.hardware(),
+        "preset": config.preset,
+        "model_preset": preset.model_preset,
+        "steps": steps,
+        "eval_every": config.eval_every or steps,
+        "seeds": list(config.seeds),
+        "scenes": list(scenes),
+        "methods": [spec.label for spec in specs],
+        "train_rays_per_batch": rays_per_batch,
+        "resolution": config.resolution or preset.resolution,
+        "num_train": preset.num_train,
+        "num_test": preset.num_test,
+        "peak_memory_kind": runs[0]["peak_memory_kind"],
+    }
+    results = {"meta": meta, "summary": summarize(runs), "runs": runs}
+    write_results(results, config.output)
+    CONSOLE.print(markdown_table(results) + "\n" + cost_table(results), markup=False, highlight=False, soft_wrap=True)
+    return results

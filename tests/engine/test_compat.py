@@ -1,0 +1,100 @@
+"""The nerfstudio 1.1.5 traps handled by ``rvs_nerfstudio.engine.compat``: checkpoint learning rates and offline LPIPS."""
+
+from __future__ import annotations
+
+import io
+import math
+import platform
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from rvs_nerfstudio.engine.compat import PortableExponentialDecaySchedulerConfig, UnavailableLPIPS
+from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
+from tests.helpers import build_model
+
+
+def _lr_trajectory(scheduler_config, steps=40):
+    """Learning rates over ``steps`` steps, and the optimizer + scheduler state after them."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    scheduler = scheduler_config.setup().get_scheduler(optimizer, lr_init=1e-2)
+    rates = []
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+
+def _weights_only_roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_portable_scheduler_keeps_nerfstudio_schedule_and_loads_weights_only():
+    settings = dict(lr_final=1e-4, max_steps=30, warmup_steps=5)
+    numpy_rates, numpy_state = _lr_trajectory(ExponentialDecaySchedulerConfig(**settings))
+    rates, state = _lr_trajectory(PortableExponentialDecaySchedulerConfig(**settings))
+    np.testing.assert_allclose(rates, numpy_rates, rtol=1e-12)
+    assert all(type(rate) is float for rate in rates)
+    with pytest.raises(Exception, match="weights_only"):  # the trap itself, with nerfstudio's scheduler
+        _weights_only_roundtrip(numpy_state)
+    assert _weights_only_roundtrip(state)["optimizer"]["param_groups"][0]["lr"] == rates[-1]
+
+
+def _image_metrics(model):
+    """Metrics of ``get_image_metrics_and_images`` on a random 64x64 rendering."""
+    generator = torch.Generator().manual_seed(0)
+    outputs = {name: torch.rand(64, 64, 1, generator=generator) for name in ("accumulation", "depth")}
+    outputs.update({f"prop_depth_{i}": torch.rand(64, 64, 1, generator=generator) for i in range(2)})
+    outputs["rgb"] = torch.rand(64, 64, 3, generator=generator)
+    metrics, _ = model.get_image_metrics_and_images(outputs, {"image": torch.rand(64, 64, 3, generator=generator)})
+    return metrics
+
+
+def test_offline_lpips_is_reported_unavailable_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # any download fails at once
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_model(RVSNerfactoModelConfig)
+    assert len([w for w in caught if "LPIPS is unavailable" in str(w.message)]) == 1
+    assert isinstance(model.lpips, UnavailableLPIPS)
+    metrics = _image_metrics(model)
+    assert "lpips" not in metrics and math.isfinite(metrics["psnr"])
+
+
+def test_lpips_is_reported_when_weights_are_available(monkeypatch, tmp_path):
+    """With AlexNet weights in the torch hub cache (random ones here: no network), LPIPS is computed as usual."""
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    model = build_model(RVSNerfactoModelConfig)
+    assert not isinstance(model.lpips, UnavailableLPIPS)
+    metrics = _image_metrics(model)
+    assert math.isfinite(metrics["lpips"]) and metrics["lpips"] > 0
+
+
+def test_rvs_models_make_the_cpu_flush_subnormal_floats_to_zero():
+    """In a fresh process: a subnormal product survives before an rvs model is built and is zero after."""
+    script = (
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); from tests.helpers import build_model; "
+        "from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig; "
+        "product = lambda: (torch.tensor([1e-30]) * torch.tensor([1e-10])).item(); "
+        "before = product(); build_model(RVSMonteCarloModelConfig); print(before, product())"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    before, after = map(float, result.stdout.split()[-2:])
+    assert before == pytest.approx(1e-40, rel=1e-2)  # representable, so the flag was really off before
+    if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):  # CPUs that have a flush-to-zero mode
+        assert after == 0.0

@@ -1,0 +1,114 @@
+"""Helpers shared by the tests: tiny models, one training pass, and the real ``ns-*`` / ``rvs-*`` commands run
+offline in subprocesses. Fixtures live in ``conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
+
+import torch
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from rvs_nerfstudio.engine.compat import OptionalLPIPSMixin
+from rvs_nerfstudio.tools import presets
+
+# --- Tiny models ---------------------------------------------------------------------------------------------
+
+TINY_FIELD = dict(
+    implementation="torch",
+    num_levels=4,
+    log2_hashmap_size=12,
+    max_res=128,
+    hidden_dim=16,
+    hidden_dim_color=16,
+    appearance_embed_dim=4,
+    num_proposal_samples_per_ray=(32, 16),
+    num_nerf_samples_per_ray=8,
+    proposal_net_args_list=[
+        {"hidden_dim": 16, "log2_hashmap_size": 12, "num_levels": 4, "max_res": 64, "use_linear": False},
+        {"hidden_dim": 16, "log2_hashmap_size": 12, "num_levels": 4, "max_res": 128, "use_linear": False},
+    ],
+)
+"""Model-config overrides that keep nerfacto-style models small enough for unit tests."""
+
+
+class OfflineNerfacto(OptionalLPIPSMixin, NerfactoModel):
+    """Stock nerfacto, constructible offline: the reference that RVS models are compared with."""
+
+
+@dataclass
+class OfflineNerfactoConfig(NerfactoModelConfig):
+    _target: Type = field(default_factory=lambda: OfflineNerfacto)
+
+
+def build_model(config_class, num_cameras: int = 4, **overrides):
+    """A model of ``config_class`` with :data:`TINY_FIELD` settings, in a [-1, 1]^3 scene box."""
+    torch.manual_seed(0)
+    config = config_class(**{**TINY_FIELD, **overrides})
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    return config.setup(scene_box=scene_box, num_train_data=num_cameras, metadata={})
+
+
+def training_pass(
+    model, ray_bundle: RayBundle, target: Optional[torch.Tensor] = None
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Outputs and loss dict of one training forward pass towards ``target`` (default: random colours, seed 2)."""
+    model.train()
+    outputs = model(ray_bundle)
+    if target is None:
+        image = torch.rand(len(ray_bundle), 3, generator=torch.Generator().manual_seed(2))
+    else:
+        image = target.expand(len(ray_bundle), 3)
+    batch = {"image": image}
+    return outputs, model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+
+
+# --- The real commands ---------------------------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+
+OFFLINE_ENV = {
+    **os.environ,
+    # Any download (e.g. LPIPS' AlexNet weights) fails at once, as on a machine without internet.
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+}
+
+
+def run_cli(args: List[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``BIN/args[0] args[1:]`` offline; on unexpected failure, fails with the command's output."""
+    result = subprocess.run(
+        [str(BIN / args[0]), *map(str, args[1:])], env=OFFLINE_ENV, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def preset_flags(method: str, preset: str = "cpu-small") -> List[str]:
+    """The preset's ``ns-train`` flags for ``method``; rvs-mc hides num-nerf-samples-per-ray (K replaces it)."""
+    flags = presets.cli_args(preset)
+    if method == "rvs-mc" and "--pipeline.model.num-nerf-samples-per-ray" in flags:
+        index = flags.index("--pipeline.model.num-nerf-samples-per-ray")
+        del flags[index : index + 2]
+    return flags
+
+
+def train(method: str, data: Path, output_dir: Path, steps: int, *extra: str) -> Path:
+    """``ns-train`` with the cpu-small preset and no device flag; returns the run's ``config.yml``."""
+    run_cli(
+        ["ns-train", method, "--data", data, "--output-dir", output_dir, "--vis", "tensorboard"]
+        + ["--max-num-iterations", str(steps), "--steps-per-save", str(max(1, steps // 2))]
+        + preset_flags(method)
+        + list(extra)
+    )
+    (config,) = output_dir.glob(f"*/{method}/*/config.yml")
+    return config

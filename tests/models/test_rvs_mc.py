@@ -1,0 +1,387 @@
+"""The ``rvs-mc`` Monte Carlo model: unbiased colour, gradients, radiance-call counts, training and the real CLIs."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable, List
+
+import pytest
+import torch
+
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from rvs_nerfstudio.core import spline
+from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
+from rvs_nerfstudio.samplers.proposal import spline_from_bins
+from tests.helpers import build_model, preset_flags, run_cli, training_pass
+
+CAMERA_Z = 3.0
+"""The constructed ray starts at (0, 0, CAMERA_Z) and looks down -z, so its distance is t = CAMERA_Z - z."""
+
+ONE_RAY_SETTINGS = dict(near_plane=2.0, far_plane=6.0, camera_optimizer=CameraOptimizerConfig(mode="off"))
+"""Model settings for the constructed ray: t in [2, 6] and no pose refinement."""
+
+
+def distance(positions: torch.Tensor) -> torch.Tensor:
+    """Distance along the constructed ray ``[..., 1]`` of points ``[..., 3]`` on it."""
+    return CAMERA_Z - positions[..., 2:]
+
+
+def bump(t: torch.Tensor, centre, width) -> torch.Tensor:
+    return torch.exp(-(((t - centre) / width) ** 2))
+
+
+def one_ray(num_copies: int) -> RayBundle:
+    """``num_copies`` copies of the constructed ray (every copy gets its own random draws in training)."""
+    return RayBundle(
+        origins=torch.tensor([0.0, 0.0, CAMERA_Z]).expand(num_copies, 3).clone(),
+        directions=torch.tensor([0.0, 0.0, -1.0]).expand(num_copies, 3).clone(),
+        pixel_area=torch.full((num_copies, 1), 1e-4),
+        camera_indices=torch.zeros(num_copies, 1, dtype=torch.long),
+    )
+
+
+class KnownColourField(torch.nn.Module):
+    """Stands in for the radiance field: a fixed colour function of the distance along the constructed ray."""
+
+    def __init__(self, colour: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.colour = colour
+
+    def forward(self, ray_samples: RaySamples, compute_normals: bool = False):
+        rgb = self.colour(distance(ray_samples.frustums.get_positions()))
+        return {FieldHeadNames.RGB: rgb, FieldHeadNames.DENSITY: torch.zeros_like(rgb[..., :1])}
+
+
+def smooth_colour(t: torch.Tensor) -> torch.Tensor:
+    """A colour that varies along the whole ray: red rises past t = 3.5, green oscillates, blue grows."""
+    return torch.cat([torch.sigmoid((t - 3.5) / 0.2), 0.5 + 0.4 * torch.sin(3 * t), 0.3 + 0.1 * t], dim=-1)
+
+
+def fixed_density(positions: torch.Tensor) -> torch.Tensor:
+    """Two surfaces of different sharpness and a thin haze: total opacity about 0.9."""
+    t = distance(positions)
+    return 3.0 * bump(t, 3.0, 0.15) + 0.8 * bump(t, 4.2, 0.3) + 0.05
+
+
+# --- The estimator is unbiased, and stratification lowers its variance ----------------------------------
+
+
+def fixed_spline_model(num_radiance_samples: int):
+    """A model whose single density level is ``fixed_density`` on deterministic bins, with a known colour."""
+    model = build_model(
+        RVSMonteCarloModelConfig,
+        num_proposal_iterations=1,
+        num_proposal_samples_per_ray=(48,),
+        num_radiance_samples=num_radiance_samples,
+        background_color="white",
+        **ONE_RAY_SETTINGS,
+    ).train()
+    model.density_fns = [fixed_density]
+    model.field = KnownColourField(smooth_colour)
+    model.proposal_sampler.initial_sampler.train_stratified = False
+    return model
+
+
+def quadrature_colour(model) -> torch.Tensor:
+    """The model's spline colour ∫ c dF + (1 - y_f)·white, by a 200k-interval midpoint rule in float64."""
+    bins = model.proposal_sampler.initial_sampler(model.collider(one_ray(1)), num_samples=48)
+    knots, densities = spline_from_bins(bins, fixed_density(bins.frustums.get_positions()))
+    knots, densities = knots[0].double(), densities[0].double()
+    grid = torch.linspace(knots[0].item(), knots[-1].item(), 200_001, dtype=torch.float64)
+    opacity = spline.opacity(grid, knots, densities)
+    t = bins.spacing_to_euclidean_fn((grid[None, 1:] + grid[None, :-1]) / 2)[0, :, None]
+    return (smooth_colour(t) * torch.diff(opacity)[:, None]).sum(0) + (1 - opacity[-1])
+
+
+def estimates(model, num_draws: int) -> torch.Tensor:
+    """``num_draws`` independent training-mode colour estimates ``[num_draws, 3]`` of the constructed ray."""
+    with torch.no_grad():
+        return model(one_ray(num_draws))["rgb"].double()
+
+
+@pytest.mark.parametrize("num_radiance_samples", [1, 4, 16])
+def test_colour_estimate_is_unbiased_and_stratification_lowers_variance(num_radiance_samples, monkeypatch):
+    torch.manual_seed(0)
+    model = fixed_spline_model(num_radiance_samples)
+    reference = quadrature_colour(model)
+    stratified = estimates(model, 20_000)
+    monkeypatch.setattr(
+        model.proposal_sampler,
+        "quantiles",
+        lambda batch_shape, device, dtype: torch.rand((*batch_shape, num_radiance_samples), device=device, dtype=dtype),
+    )
+    plain = estimates(model, 20_000)
+    for name, draws in (("stratified", stratified), ("plain", plain)):
+        standard_error = draws.std(0) / math.sqrt(len(draws))
+        error = (draws.mean(0) - reference).abs()
+        print(f"K={num_radiance_samples} {name}: |mean - quadrature| / s.e. = {(error / standard_error).tolist()}")
+        assert torch.all(error < 3 * standard_error), (name, draws.mean(0), reference, standard_error)
+    variance_ratio = (stratified.var(0).sum() / plain.var(0).sum()).item()
+    print(f"K={num_radiance_samples}: variance stratified / plain = {variance_ratio:.3f}")
+    if num_radiance_samples > 1:  # with one stratum both are the same estimator
+        assert variance_ratio < 0.5
+
+
+# --- Gradients from the RGB loss ---------------------------------------------------------------------------
+
+
+def grad_l1(module: torch.nn.Module) -> float:
+    return sum(p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None)
+
+
+def test_rgb_loss_alone_trains_every_density_network_and_the_radiance_field(ray_bundle):
+    model = build_model(RVSMonteCarloModelConfig)
+    losses = training_pass(model, ray_bundle)[1]
+    assert "interlevel_loss" not in losses
+    assert set(losses) == {"rgb_loss", "distortion_loss", "camera_opt_regularizer"}
+    losses["rgb_loss"].backward()
+    density_norms = [grad_l1(net) for net in model.proposal_networks]
+    print("gradient L1 norms from the RGB loss: density networks", density_norms, "radiance", grad_l1(model.field))
+    assert len(density_norms) == 2 and all(n > 0 for n in density_norms)
+    assert grad_l1(model.field) > 0
+
+
+RED, GREEN = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+
+
+def red_then_green(t: torch.Tensor) -> torch.Tensor:
+    """Red before t = 3.5, green after, with a smooth transition (so positions carry a gradient too)."""
+    mix = torch.sigmoid((t - 3.5) / 0.15)
+    return (1 - mix) * RED + mix * GREEN
+
+
+class TwoSurfaces(torch.nn.Module):
+    """Density of a red surface A at t = 3 and a green surface B at t = 4, each with a learnable log-scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scales = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        t = distance(positions)
+        scales = self.log_scales.exp()
+        return 2.6 * (scales[0] * bump(t, 3.0, 0.15) + scales[1] * bump(t, 4.0, 0.15))
+
+
+class MovableSurface(torch.nn.Module):
+    """One surface straddling the red-green boundary, at a learnable distance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.centre = torch.nn.Parameter(torch.tensor(3.45))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return 6.0 * bump(distance(positions), self.centre, 0.2)
+
+
+def constructed_ray_model(density: torch.nn.Module):
+    """Two RVS density levels, both ``density``, and the red-then-green colour on a black background."""
+    model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=8, background_color="black", **ONE_RAY_SETTINGS)
+    model.density_fns = [density, density]
+    model.field = KnownColourField(red_then_green)
+    return model
+
+
+@pytest.mark.parametrize("target", ["A", "B"])
+def test_gradient_moves_opacity_to_the_surface_of_the_target_colour(target):
+    torch.manual_seed(0)
+    density = TwoSurfaces()
+    model = constructed_ray_model(density)
+    training_pass(model, one_ray(1024), RED if target == "A" else GREEN)[1]["rgb_loss"].backward()
+    grad_a, grad_b = density.log_scales.grad.tolist()
+    print(f"target {target}: dL/dlog(scale A) = {grad_a:.4g}, dL/dlog(scale B) = {grad_b:.4g}")
+    if target == "A":
+        assert grad_a < 0 < grad_b  # descent grows A and shrinks B
+    else:
+        assert grad_b < 0 < grad_a
+
+
+@pytest.mark.parametrize("target, direction", [("red", -1), ("green", +1)])
+def test_gradient_moves_a_surface_towards_the_target_colour(target, direction):
+    """A pure change of position, same opacity: the gradient flows through the sample positions."""
+    torch.manual_seed(0)
+    density = MovableSurface()
+    model = constructed_ray_model(density)
+    training_pass(model, one_ray(1024), RED if target == "red" else GREEN)[1]["rgb_loss"].backward()
+    step = -density.centre.grad.item()  # gradient descent
+    print(f"target {target}: descent moves the surface by {step:.4g} per unit step (red is nearer)")
+    assert step * direction > 0
+
+
+# --- Radiance-field calls, evaluation options ----------------------------------------------------------------
+
+
+def count_radiance_points(model) -> List[int]:
+    """Wraps the radiance field so that each call appends its number of points to the returned list."""
+    calls: List[int] = []
+    forward = model.field.forward
+
+    def counted(ray_samples: RaySamples, *args, **kwargs):
+        calls.append(ray_samples.frustums.starts[..., 0].numel())
+        return forward(ray_samples, *args, **kwargs)
+
+    model.field.forward = counted
+    return calls
+
+
+def test_radiance_field_runs_at_exactly_k_points_per_ray(ray_bundle):
+    model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=3, eval_num_radiance_samples=5, eval_num_draws=2)
+    calls = count_radiance_points(model)
+    training_pass(model, ray_bundle, torch.zeros(3))[1]["rgb_loss"].backward()
+    assert calls == [len(ray_bundle) * 3]
+
+    calls.clear()
+    model.eval()
+    image_rays = ray_bundle.reshape((8, 8))
+    outputs = model.get_outputs_for_camera_ray_bundle(image_rays)
+    assert sum(calls) == 64 * 5 * 2
+    metrics, images = model.get_image_metrics_and_images(outputs, {"image": torch.rand(8, 8, 3)})
+    assert metrics["radiance_evals_per_ray"] == 10
+    assert {"img", "depth", "accumulation", "prop_depth_0", "prop_depth_1"} <= set(images)
+
+
+def test_eval_k_defaults_to_training_k(ray_bundle):
+    model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=6).eval()
+    calls = count_radiance_points(model)
+    with torch.no_grad():
+        model(ray_bundle)
+    assert calls == [len(ray_bundle) * 6]
+
+
+def test_viewer_slider_sets_render_k_and_leaves_training_k(ray_bundle):
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerElement
+
+    model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=3)
+    ((path, slider),) = parse_object(model, ViewerElement, "Custom Elements")  # how the viewer finds it
+    assert slider.value == 3 and slider.min == 1 and slider.step == 1
+    slider.value = 7
+    slider.cb_hook(slider)  # what the viewer runs on a change
+    calls = count_radiance_points(model)
+    with torch.no_grad():
+        model.eval()(ray_bundle)
+    training_pass(model, ray_bundle, torch.zeros(3))[1]
+    assert calls == [len(ray_bundle) * 7, len(ray_bundle) * 3]
+
+
+@pytest.mark.parametrize("eval_num_draws", [1, 3])
+def test_eval_render_is_repeatable(ray_bundle, eval_num_draws):
+    model = build_model(RVSMonteCarloModelConfig, eval_num_draws=eval_num_draws).eval()
+    with torch.no_grad():
+        first, second = model(ray_bundle), model(ray_bundle)
+    for key in ("rgb", "depth", "accumulation"):
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+    assert torch.isfinite(first["depth"]).all() and torch.isfinite(first["prop_depth_1"]).all()
+
+
+def test_depth_and_accumulation_are_the_spline_quadrature():
+    """Accumulation is y_f of the spline; depth its expected termination distance (not a K-point average)."""
+    model = fixed_spline_model(num_radiance_samples=2)
+    with torch.no_grad():
+        outputs = model(one_ray(1))
+    bins = model.proposal_sampler.initial_sampler(model.collider(one_ray(1)), num_samples=48)
+    knots, densities = spline_from_bins(bins, fixed_density(bins.frustums.get_positions()))
+    torch.testing.assert_close(outputs["accumulation"], spline.total_opacity(knots, densities))
+    weights = spline.interval_weights(knots, densities)
+    midpoints = bins.spacing_to_euclidean_fn(knots)
+    midpoints = (midpoints[..., 1:] + midpoints[..., :-1]) / 2
+    expected = (weights * midpoints).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True)
+    torch.testing.assert_close(outputs["depth"], expected)
+    assert 3.0 < outputs["depth"].item() < 4.2
+
+
+def test_last_sample_background_is_the_colour_at_the_farthest_point():
+    """Ĉ = y_f·mean c(t_k) + (1 - y_f)·c(t_K): nerfacto's background choice, from the K evaluations alone."""
+    torch.manual_seed(0)
+    model = fixed_spline_model(num_radiance_samples=4)
+    model.config.background_color = model.renderer_rgb.background_color = "last_sample"
+    positions = []
+    model.field = KnownColourField(lambda t: positions.append(t) or smooth_colour(t))
+    with torch.no_grad():
+        outputs = model(one_ray(5))
+    (t,) = positions  # one field call, at exactly K points per ray
+    assert t.shape == (5, 4, 1) and (t.diff(dim=1) > 0).all()
+    y_f = outputs["accumulation"]
+    colours = smooth_colour(t)
+    expected = y_f * colours.mean(1) + (1 - y_f) * colours[:, -1]
+    torch.testing.assert_close(outputs["rgb"], expected)
+    assert 0.5 < y_f.min() and y_f.max() < 0.99  # both terms matter
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_radiance_samples=0), "num-radiance-samples must be at least 1"),
+        (dict(eval_num_radiance_samples=0), "eval-num-radiance-samples must be at least 1"),
+        (dict(eval_num_draws=0), "eval-num-draws must be at least 1"),
+        (dict(num_proposal_iterations=0, num_proposal_samples_per_ray=()), "at least one density network"),
+        (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
+        (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
+    ],
+)
+def test_impossible_options_are_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(RVSMonteCarloModelConfig, **overrides)
+
+
+# --- Training and the real CLIs ------------------------------------------------------------------------------
+
+
+def test_method_is_registered_with_its_cli_options():
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="nerfstudio.method_configs") if e.name == "rvs-mc"]
+    spec = entry.load()
+    assert spec.config.method_name == "rvs-mc" and spec.description
+    assert spec.config.pipeline.model.num_radiance_samples == 8
+    help_text = run_cli(["ns-train", "rvs-mc", "--help"], timeout=180).stdout
+    for option in ("num-radiance-samples", "eval-num-radiance-samples", "eval-num-draws", "density-interpolation"):
+        assert f"--pipeline.model.{option}" in help_text
+    for hidden in ("num-nerf-samples-per-ray", "interlevel-loss-mult", "predict-normals"):
+        assert f"--pipeline.model.{hidden}" not in help_text
+
+
+@pytest.mark.slow
+def test_short_training_raises_held_out_psnr(tiny_scene):
+    from rvs_nerfstudio.method_configs import rvs_mc
+    from rvs_nerfstudio.tools.runner import train
+
+    result = train(rvs_mc.config, tiny_scene, steps=300, preset="cpu-small")
+    before, after = result.evals[0].metrics["psnr"], result.evals[-1].metrics["psnr"]
+    print(f"rvs-mc held-out PSNR: untrained {before:.2f} dB, after 300 steps {after:.2f} dB "
+          f"({result.seconds_per_step:.3f} s/step)")
+    assert after > before + 6
+
+
+@pytest.mark.slow
+def test_ns_train_eval_render_end_to_end(tiny_scene, tmp_path):
+    run_cli(
+        ["ns-train", "rvs-mc", "--data", tiny_scene, "--output-dir", tmp_path / "runs", "--vis", "tensorboard"]
+        + ["--max-num-iterations", "20", "--steps-per-save", "10"]
+        + preset_flags("rvs-mc")
+        + ["--pipeline.model.num-radiance-samples", "4"]
+        + ["--pipeline.model.eval-num-radiance-samples", "6", "--pipeline.model.eval-num-draws", "2"],
+        timeout=600,
+    )
+    (config,) = (tmp_path / "runs").glob("*/rvs-mc/*/config.yml")
+    assert len(list((config.parent / "nerfstudio_models").glob("*.ckpt"))) >= 1
+
+    output = tmp_path / "metrics.json"
+    run_cli(["ns-eval", "--load-config", config, "--output-path", output], timeout=300)
+    metrics = json.loads(output.read_text())["results"]
+    print("ns-eval:", json.dumps(metrics))
+    assert math.isfinite(metrics["psnr"]) and 5 < metrics["psnr"] < 60
+    assert math.isfinite(metrics["ssim"]) and 0 < metrics["ssim"] <= 1
+    assert metrics["radiance_evals_per_ray"] == 12
+    assert metrics["num_rays_per_sec"] > 0
+
+    run_cli(
+        ["ns-render", "dataset", "--load-config", config, "--output-path", tmp_path / "renders"]
+        + ["--split", "test", "--rendered-output-names", "rgb", "depth"],
+        timeout=300,
+    )
+    images = sorted((tmp_path / "renders").rglob("*.png")) + sorted((tmp_path / "renders").rglob("*.jpg"))
+    assert len(images) == 6, images

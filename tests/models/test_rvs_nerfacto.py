@@ -1,0 +1,112 @@
+"""The ``rvs-nerfacto`` model on CPU: proposal gradients, distortion switch, pose gradients, options."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
+from rvs_nerfstudio.samplers.proposal import along_rays
+from tests.helpers import OfflineNerfactoConfig, build_model, training_pass
+
+
+def distortion_of_field_weights(outputs) -> float:
+    """mip-NeRF 360's distortion of the radiance field's weights over its bins in spacing coordinates, written
+    out from its definition: sum_ij w_i w_j |m_i - m_j| + sum_i w_i^2 (s_i+1 - s_i) / 3, averaged over rays."""
+    samples, weights = outputs["ray_samples_list"][-1], outputs["weights_list"][-1][..., 0].double()
+    starts, ends = samples.spacing_starts[..., 0].double(), samples.spacing_ends[..., 0].double()
+    midpoints = (starts + ends) / 2
+    inter = torch.einsum("ri,rj,rij->r", weights, weights, (midpoints[:, :, None] - midpoints[:, None, :]).abs())
+    intra = (weights**2 * (ends - starts)).sum(-1) / 3
+    return (inter + intra).mean().item()
+
+
+def proposal_grad_norms(model):
+    return [
+        sum(p.grad.abs().sum().item() for p in net.parameters() if p.grad is not None)
+        for net in model.proposal_networks
+    ]
+
+
+def test_rgb_loss_alone_trains_every_proposal_network(ray_bundle):
+    model = build_model(RVSNerfactoModelConfig)
+    losses = training_pass(model, ray_bundle)[1]
+    assert "interlevel_loss" not in losses
+    assert set(losses) == {"rgb_loss", "camera_opt_regularizer"}
+    losses["rgb_loss"].backward()
+    norms = proposal_grad_norms(model)
+    print("proposal-network gradient L1 norms from the RGB loss:", norms)
+    assert len(norms) == 2 and all(n > 0 for n in norms)
+
+
+def test_nerfacto_proposals_get_no_rgb_gradient(ray_bundle):
+    """The reference point: nerfstudio's PDF sampler detaches positions, so the same check fails there."""
+    model = build_model(OfflineNerfactoConfig)
+    training_pass(model, ray_bundle)[1]["rgb_loss"].backward()
+    assert proposal_grad_norms(model) == [0, 0]
+
+
+def test_distortion_loss_switch_adds_nerfacto_distortion_on_the_field_samples(ray_bundle):
+    """Off by default; switched on, it is nerfacto's mip-NeRF 360 distortion of the radiance field's weights."""
+    model = build_model(RVSNerfactoModelConfig, use_distortion_loss=True)
+    outputs, losses = training_pass(model, ray_bundle)
+    assert set(losses) == {"rgb_loss", "distortion_loss", "camera_opt_regularizer"}
+    expected = model.config.distortion_loss_mult * distortion_of_field_weights(outputs)
+    assert losses["distortion_loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses["distortion_loss"].item() > 0
+
+
+def test_poses_learn_through_the_radiance_field_samples_only(ray_bundle, monkeypatch):
+    """The camera optimizer's RGB gradient is the one with the radiance field's sample distances held fixed (as
+    in nerfacto), while those distances still carry the proposal networks' gradient."""
+    model = build_model(RVSNerfactoModelConfig)
+    with torch.no_grad():  # proposal densities that vary in space, so that sample placement depends on the pose
+        for parameter in model.proposal_networks.parameters():
+            parameter.normal_(generator=torch.Generator().manual_seed(4))
+
+    def camera_gradient():
+        model.zero_grad()
+        torch.manual_seed(5)  # the same stratification jitter in every pass
+        training_pass(model, copy.deepcopy(ray_bundle))[1]["rgb_loss"].backward()
+        return model.camera_optimizer.pose_adjustment.grad.clone()
+
+    gradient = camera_gradient()
+    assert all(n > 0 for n in proposal_grad_norms(model))
+    generate = model.proposal_sampler.generate_ray_samples
+
+    def distances_held_fixed(bundle, density_fns):
+        samples, weights_list, samples_list = generate(bundle, density_fns)
+        starts, ends = samples.spacing_starts[..., 0].detach(), samples.spacing_ends[..., 0].detach()
+        return along_rays(bundle, samples, starts, ends), weights_list, samples_list
+
+    monkeypatch.setattr(model.proposal_sampler, "generate_ray_samples", distances_held_fixed)
+    reference = camera_gradient()
+    assert proposal_grad_norms(model) == [0, 0]
+    assert gradient.abs().sum() > 0
+    torch.testing.assert_close(gradient, reference, rtol=1e-5, atol=1e-9)
+
+
+def test_eval_render_is_deterministic(ray_bundle):
+    model = build_model(RVSNerfactoModelConfig).eval()
+    with torch.no_grad():
+        first, second = model(ray_bundle), model(ray_bundle)
+    torch.testing.assert_close(first["rgb"], second["rgb"], rtol=0, atol=0)
+    assert torch.isfinite(first["depth"]).all() and torch.isfinite(first["prop_depth_0"]).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
+        (dict(num_nerf_samples_per_ray=0), "at least 1"),
+        (dict(predict_normals=True), "predict-normals"),
+        (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
+        (dict(num_nerf_samples_per_ray=64), "must not grow from one level to the next"),
+        (dict(near_plane=2.0, far_plane=1.0), "below far-plane"),
+    ],
+)
+def test_impossible_options_are_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(RVSNerfactoModelConfig, **overrides)

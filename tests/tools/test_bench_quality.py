@@ -1,0 +1,142 @@
+"""``rvs-bench quality``: summaries over seeds, tables, output files, repeatability end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rvs_nerfstudio.tools.bench.quality import (
+    QualityConfig,
+    cost_rows,
+    cost_table,
+    markdown_table,
+    run_quality,
+    summarize,
+    write_results,
+)
+from tests.helpers import run_cli
+
+# --- Tables and files ----------------------------------------------------------------------------------------
+
+
+def fake_run(method: str, scene: str, seed: int, psnr: float, train_seconds: float = 100.0, psnr_at=None) -> dict:
+    """A run of 500 steps; ``psnr_at`` maps training seconds to the held-out PSNR evaluated then."""
+    train_seconds += seed
+    psnr_at = psnr_at or {0.0: 10.0, train_seconds: psnr}
+    return {
+        "method": method, "scene": scene, "seed": seed, "psnr": psnr, "ssim": 0.9, "lpips": None,
+        "train_seconds": train_seconds, "train_rays_per_sec": 5120.0, "render_rays_per_sec": 20000.0 * (1 + seed),
+        "proposal_evals_per_ray": 96.0, "radiance_evals_per_ray": 8.0, "peak_memory_mib": 1500.0,
+        "seconds_per_step": train_seconds / 500,
+        "phase_seconds": {"proposal_forward": 5.0, "field_forward": 20.0, "field_backward": 30.0,
+                          "proposal_backward": 10.0, "step": train_seconds},
+        "evals": [{"step": i, "train_seconds": t, "metrics": {"psnr": p}} for i, (t, p) in enumerate(psnr_at.items())],
+    }
+
+
+def fake_results(runs) -> dict:
+    meta = {
+        "date": "2025-11-25T12:00:00+00:00", "command": "rvs-bench quality --seeds 0 1", "preset": "cpu-small", "steps": 500,
+        "eval_every": 100, "methods": list(dict.fromkeys(run["method"] for run in runs)),
+        "seeds": sorted({run["seed"] for run in runs}), "train_rays_per_batch": 512, "resolution": 64, "num_train": 40,
+        "num_test": 8, "peak_memory_kind": "peak RSS of the main process during the run",
+        "hardware": {"cpu": "AMD EPYC", "cpu_cores": 2, "torch_threads": 2, "device": "cpu", "torch": "2.x", "nerfstudio": "1.1.5"},
+    }
+    return {"meta": meta, "summary": summarize(runs), "runs": runs}
+
+
+def test_summary_has_mean_and_sample_std_over_seeds():
+    runs = [fake_run("rvs-mc:K=8", "object", 0, 25.0), fake_run("rvs-mc:K=8", "object", 1, 26.0),
+            fake_run("nerfacto", "object", 0, 24.0)]
+    mc, nerfacto = summarize(runs)
+    assert (mc["method"], mc["seeds"], nerfacto["method"]) == ("rvs-mc:K=8", [0, 1], "nerfacto")
+    assert mc["psnr"]["mean"] == pytest.approx(25.5) and mc["psnr"]["std"] == pytest.approx(math.sqrt(0.5))
+    assert nerfacto["psnr"] == {"mean": 24.0, "std": None}  # one seed: no spread
+    assert mc["lpips"] == {"mean": None, "std": None}  # LPIPS unavailable offline
+
+
+def test_markdown_table_shows_spread_date_hardware_and_command():
+    runs = [fake_run("rvs-mc:K=8", "object", 0, 25.0), fake_run("rvs-mc:K=8", "object", 1, 26.0),
+            fake_run("nerfacto", "forward", 0, 24.0)]
+    table = markdown_table(fake_results(runs))
+    print(table)
+    assert "Measured 2025-11-25 on AMD EPYC (2 cores, 2 torch threads), device cpu" in table
+    assert "Command: `rvs-bench quality --seeds 0 1`" in table and "(mean ± std over seeds)" in table
+    lines = table.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| method")))
+    assert lines[header + 1] == "|---|---|" + "---:|" * 9
+    assert lines[header + 2].startswith("| rvs-mc:K=8 | object | 25.50 ± 0.71 | 0.900 ± 0.000 | – | 100 ± 1 |")
+    assert "| 30,000 ± 14,142 | 96.0 ± 0.0 | 8.0 ± 0.0 |" in lines[header + 2]
+    assert lines[header + 3].startswith("| nerfacto | forward | 24.00 | 0.900 | – | 100 | 5,120 | 20,000 |")
+
+
+def test_cost_table_compares_step_time_and_psnr_at_equal_wall_time():
+    nerfacto = fake_run("nerfacto", "object", 0, 20.0, train_seconds=100.0)
+    # Slower per step: at nerfacto's 100 s it had reached only the evaluation at 90 s.
+    rvs = fake_run("rvs-nerfacto", "object", 0, 23.0, train_seconds=120.0, psnr_at={0.0: 10.0, 90.0: 19.0, 110.0: 21.0, 120.0: 23.0})
+    reference, slower = cost_rows(fake_results([nerfacto, rvs]))
+    assert reference["ratio"] == 1.0 and reference["psnr_equal_time"] == 20.0
+    assert slower["ratio"] == pytest.approx(1.2)
+    assert (slower["psnr_equal_steps"], slower["psnr_equal_time"]) == (23.0, 19.0)
+    assert slower["ms"] == pytest.approx({"proposal_forward": 10.0, "field_forward": 40.0, "field_backward": 60.0,
+                                          "proposal_backward": 20.0, "step": 240.0})
+    table = cost_table(fake_results([nerfacto, rvs]))
+    print(table)
+    assert "| rvs-nerfacto | object | 240 | 1.20 | 10 | 40 | 60 | 20 | 23.00 | 19.00 |" in table
+    assert "(every 100 steps) within nerfacto's training time" in table
+
+
+def test_results_files_are_written(tmp_path):
+    results = fake_results([fake_run("nerfacto", "object", 0, 24.0), fake_run("rvs-mc:K=8", "object", 0, 25.0)])
+    write_results(results, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "quality.json").read_text()) == results
+    assert (tmp_path / "out" / "quality.md").read_text() == markdown_table(results) + "\n" + cost_table(results)
+    assert (tmp_path / "out" / "psnr_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_existing_results_are_not_overwritten(tmp_path):
+    (tmp_path / "psnr_vs_speed.png").write_text("earlier plot")
+    config = QualityConfig(output=tmp_path, methods=("nerfacto",), scenes=("object",), steps=1)
+    with pytest.raises(SystemExit, match=r"psnr_vs_speed\.png exists; pass --overwrite or pick another --output"):
+        run_quality(config, "rvs-bench quality")
+    assert (tmp_path / "psnr_vs_speed.png").read_text() == "earlier plot"
+
+
+# --- End to end ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rvs_bench_end_to_end_is_repeatable(tmp_path):
+    """Two runs of the real command with the same seed: files, finite numbers, counted evaluations, same PSNR."""
+    args = ["rvs-bench", "quality", "--methods", "nerfacto", "rvs-mc:K=4", "--scenes", "forward", "--steps", "4", "--resolution", "16"]
+    results = []
+    for name in ("first", "second"):
+        run_cli(args + ["--output", tmp_path / name], timeout=900)
+        results.append(json.loads((tmp_path / name / "quality.json").read_text()))
+        assert (tmp_path / name / "psnr_vs_speed.png").read_bytes()[:4] == b"\x89PNG"
+    first, second = results
+    assert first["meta"]["command"] == " ".join(map(str, args + ["--output", tmp_path / "first"]))
+    assert first["meta"]["steps"] == 4 and first["meta"]["train_rays_per_batch"] == 512
+    table = (tmp_path / "first" / "quality.md").read_text()
+    print(table)
+    assert "| nerfacto | forward |" in table and "| rvs-mc:K=4 | forward |" in table
+
+    nerfacto, mc = first["runs"]
+    for run in first["runs"]:
+        for key in ("psnr", "ssim", "train_seconds", "train_rays_per_sec", "render_rays_per_sec", "peak_memory_mib"):
+            assert math.isfinite(run[key]) and run[key] > 0, (run["method"], key)
+        assert run["lpips"] is None  # offline: no AlexNet weights, reported as unavailable, not NaN
+    # cpu-small: proposal levels of 64 and 32 samples; nerfacto's field at 24 samples, rvs-mc's at K = 4.
+    assert (nerfacto["proposal_evals_per_ray"], nerfacto["radiance_evals_per_ray"]) == (96, 24)
+    assert (mc["proposal_evals_per_ray"], mc["radiance_evals_per_ray"]) == (96, 4)
+    assert mc["evals"][-1]["metrics"]["radiance_evals_per_ray"] == 4  # what the model itself reports
+
+    for run, again in zip(first["runs"], second["runs"]):
+        print(f"{run['method']}: PSNR {run['psnr']:.4f} then {again['psnr']:.4f} dB")
+        assert abs(run["psnr"] - again["psnr"]) < 0.01
+
+    refused = run_cli(args + ["--output", tmp_path / "first"], check=False, timeout=300)
+    assert refused.returncode != 0
+    assert "quality.json exists; pass --overwrite" in refused.stderr.strip().splitlines()[-1]

@@ -1,0 +1,62 @@
+"""``rvs-bench steps``: methods take turns, ratios are per turn against the first method."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from rvs_nerfstudio.tools.bench.steps import ratio_rows, time_in_turns
+from tests.helpers import run_cli
+
+
+class FakeTrainer:
+    """Records which trainer ran which step, in one log shared by all."""
+
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log, self.callbacks = name, log, []
+        self.pipeline = SimpleNamespace(train=lambda: None)
+
+    def train_iteration(self, step: int) -> None:
+        self.log.append((self.name, step))
+
+
+def test_methods_take_turns_after_their_warmup():
+    log: list = []
+    trainers = {name: FakeTrainer(name, log) for name in ("a", "b")}
+    seconds = time_in_turns(trainers, warmup=2, turns=3, steps_per_turn=2)
+    expected = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    for turn in range(3):
+        steps = [2 + 2 * turn, 3 + 2 * turn]
+        expected += [("a", step) for step in steps] + [("b", step) for step in steps]
+    assert log == expected
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 3, "b": 3}
+    assert all(t > 0 for times in seconds.values() for t in times)
+
+
+def test_ratios_are_medians_of_per_turn_ratios():
+    seconds = {"nerfacto": [0.1, 0.2, 0.4], "rvs": [0.12, 0.3, 0.44]}
+    first, rvs = ratio_rows(seconds)
+    assert (first["ratio"], first["ratio_range"]) == (1.0, (1.0, 1.0))
+    assert first["ms_per_step"] == pytest.approx(200.0)
+    assert rvs["ratio"] == pytest.approx(1.2)  # per turn 1.2, 1.5, 1.1; the median ratio of the times would be 1.5
+    assert rvs["ratio_range"] == pytest.approx((1.1, 1.5))
+    assert rvs["ms_per_step"] == pytest.approx(300.0)
+
+
+@pytest.mark.slow
+def test_rvs_step_bench_end_to_end(tmp_path):
+    args = ["rvs-bench", "steps", "--methods", "nerfacto", "rvs-nerfacto", "--resolution", "16", "--warmup", "1",
+            "--turns", "2", "--steps-per-turn", "1", "--output", str(tmp_path)]
+    output = run_cli(args, timeout=900).stdout
+    print(output)
+    assert f"Command: `{' '.join(args)}`" in output
+    assert "| nerfacto |" in output and "| 1.00 | 1.00–1.00 |" in output and "| rvs-nerfacto |" in output
+    record = json.loads((tmp_path / "steps.json").read_text())
+    assert (tmp_path / "steps.md").read_text() in output
+    assert [row["method"] for row in record["rows"]] == ["nerfacto", "rvs-nerfacto"]
+    assert {label: len(times) for label, times in record["seconds_per_step"].items()} == {"nerfacto": 2, "rvs-nerfacto": 2}
+    refused = run_cli(args, check=False, timeout=300)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].endswith("steps.json exists; pass --overwrite or pick another --output")
