@@ -142,6 +142,11 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
         return outputs
 
+    def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        """Nerfstudio's chunked render of one image, its evaluation draws re-seeded once for the whole image."""
+        with self.proposal_sampler.image_render():
+            return super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
+
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:

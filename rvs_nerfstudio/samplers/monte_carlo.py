@@ -6,7 +6,8 @@ field runs only at these K points, and the pixel colour is their mean weighted b
 
 from __future__ import annotations
 
-from typing import List, Sequence
+import contextlib
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from jaxtyping import Float
@@ -17,7 +18,8 @@ from rvs_nerfstudio.core import spline
 from rvs_nerfstudio.samplers.proposal import RVSProposalSampler, along_rays, spline_from_bins
 
 EVAL_DRAWS_SEED = 0
-"""Seed of the evaluation quantiles when several draws are averaged, so that renders are repeatable."""
+"""Seed of the evaluation quantiles when several draws are averaged, so that renders are repeatable: once per
+rendered image (its chunks continue one random stream), and on every call outside an image render."""
 
 
 class RVSMonteCarloSampler(RVSProposalSampler):
@@ -34,7 +36,7 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         num_radiance_samples: K, the radiance points per ray in training (independently jittered strata).
         eval_num_radiance_samples: K at evaluation.
         eval_num_draws: Independent draws of K points per ray at evaluation; with 1 the quantiles are the
-            strata midpoints, with more they are jittered from a fixed seed.
+            strata midpoints, with more they are jittered from a fixed seed (see :meth:`image_render`).
         **proposal_options: ``single_jitter``, ``interpolation``, ... as for the parent.
     """
 
@@ -50,6 +52,19 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         super().__init__(num_proposal_samples_per_ray, num_radiance_samples, **proposal_options)
         self.eval_num_radiance_samples = eval_num_radiance_samples
         self.eval_num_draws = eval_num_draws
+        self._rendering_image = False
+        self._image_generator: Optional[torch.Generator] = None
+
+    @contextlib.contextmanager
+    def image_render(self) -> Iterator[None]:
+        """The scope of one rendered image: the evaluation draws of all its chunks come from one generator, seeded
+        with :data:`EVAL_DRAWS_SEED` at the image's first draw, so chunks get independent quantiles while the
+        image stays repeatable."""
+        self._rendering_image, self._image_generator = True, None
+        try:
+            yield
+        finally:
+            self._rendering_image, self._image_generator = False, None
 
     def radiance_samples(
         self,
@@ -76,7 +91,12 @@ class RVSMonteCarloSampler(RVSProposalSampler):
             return spline.stratified_u(batch_shape, self.num_nerf_samples_per_ray, "independent", device, dtype)
         if self.eval_num_draws == 1:
             return spline.stratified_u(batch_shape, self.eval_num_radiance_samples, "none", device, dtype)
-        generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
+        if not self._rendering_image:
+            generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
+        else:
+            if self._image_generator is None:  # created lazily, on the device of the image's rays
+                self._image_generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
+            generator = self._image_generator
         draws_shape = (*batch_shape, self.eval_num_draws)
         u = spline.stratified_u(draws_shape, self.eval_num_radiance_samples, "independent", device, dtype, generator)
         return u.flatten(-2)

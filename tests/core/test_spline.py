@@ -103,6 +103,30 @@ def test_integrals_match_numerical_integration(interpolation, dtype, rtol):
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("density", [(0.0, 3.0), (5.0, 40.0)])  # the second reaches y_f ≈ 1 early on the ray
+def test_interval_weights_match_numerical_integration(interpolation, dtype, tol, density):
+    """interval_weights[i] = F_ref(t_{i+1}) - F_ref(t_i) interval by interval, computed as T_ref(t_i) - T_ref(t_{i+1})
+    from the fine-grid integral (exact where F is close to 1); a weight moved to a neighbouring interval fails."""
+    knots, densities = random_rays((2, 3), 9, dtype=dtype, seed=11, density=density)
+    weights = spline.interval_weights(knots, densities, interpolation)
+    assert weights.shape == (2, 3, 8) and weights.dtype == dtype
+    for k, d, w in rays(knots, densities, weights):
+        transmittance = np.exp(-ref_integral(k, d, interpolation, k))
+        expected = transmittance[:-1] - transmittance[1:]
+        np.testing.assert_allclose(w, expected, rtol=tol, atol=tol)
+        assert np.ptp(expected) > 1e-3  # neighbouring intervals really differ, so a shift is visible
+    # The per-interval weights of a hand-written two-interval ray: σ̂ = 2 on [0, 1], 0 on [1, 3] (constant) and
+    # a ramp 0 → 2 then 2 (linear): closed forms 1 - e^{-2}, 0 and 1 - e^{-1}, e^{-1}(1 - e^{-4}).
+    three_knots = torch.tensor([0.0, 1.0, 3.0], dtype=dtype)
+    step = spline.interval_weights(three_knots, torch.tensor([2.0, 0.0, 0.0], dtype=dtype), "constant")
+    ramp = spline.interval_weights(three_knots, torch.tensor([0.0, 2.0, 2.0], dtype=dtype), "linear")
+    np.testing.assert_allclose(step.double().numpy(), [-np.expm1(-2.0), 0.0], rtol=tol, atol=tol)
+    ramp_expected = [-np.expm1(-1.0), np.exp(-1.0) * -np.expm1(-4.0)]
+    np.testing.assert_allclose(ramp.double().numpy(), ramp_expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 def test_samples_hit_their_quantiles(interpolation):
     """F_ref(t_k) = u_k · y_f for float64 samples of random batched rays, which stay sorted and inside the ray."""
     knots, densities = random_rays((2, 3), 9, seed=2)

@@ -46,11 +46,22 @@ def test_ns_train_help_lists_method():
     assert "rvs-nerfacto" in help_text and "reparameterized volume sampling" in help_text.replace("\n", " ")
 
 
-def test_method_defaults_follow_hardware_and_nerfacto():
+@pytest.mark.parametrize("gpu_visible, device", [(False, "cpu"), (True, "cuda")])
+def test_methods_default_to_the_device_that_exists(gpu_visible, device):
+    """In a fresh process whose torch sees a GPU or none, both registered methods default to that device."""
+    code = (
+        f"import torch; torch.cuda.is_available = lambda: {gpu_visible}\n"
+        "from rvs_nerfstudio.method_configs import rvs_mc, rvs_nerfacto\n"
+        "print(rvs_nerfacto.config.machine.device_type, rvs_mc.config.machine.device_type)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split()[-2:] == [device, device]
+
+
+def test_method_defaults_follow_nerfacto():
     from rvs_nerfstudio.method_configs import rvs_nerfacto
 
     config = rvs_nerfacto.config
-    assert config.machine.device_type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert config.pipeline.model.average_init_density == 0.01
     assert config.pipeline.model.camera_optimizer.mode == "SO3xR3"
     assert config.vis == "viewer+tensorboard"

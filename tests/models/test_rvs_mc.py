@@ -6,14 +6,17 @@ import json
 import math
 from typing import Callable, List
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from rvs_nerfstudio.core import spline
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
+from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 from rvs_nerfstudio.samplers.proposal import spline_from_bins
 from tests.helpers import build_model, preset_flags, run_cli, training_pass
 
@@ -275,6 +278,77 @@ def test_eval_render_is_repeatable(ray_bundle, eval_num_draws):
     for key in ("rgb", "depth", "accumulation"):
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
     assert torch.isfinite(first["depth"]).all() and torch.isfinite(first["prop_depth_1"]).all()
+
+
+EVAL_K, EVAL_DRAWS = 5, 3
+
+
+def eval_quantiles(num_rays: int, eval_num_draws: int = EVAL_DRAWS) -> np.ndarray:
+    """Evaluation-mode quantiles of ``num_rays`` rays from a fresh sampler, ``[num_rays, draws, K]`` in float64."""
+    sampler = RVSMonteCarloSampler((16,), 4, eval_num_radiance_samples=EVAL_K, eval_num_draws=eval_num_draws).eval()
+    u = sampler.quantiles(torch.Size([num_rays]), torch.device("cpu"), torch.float64)
+    again = sampler.quantiles(torch.Size([num_rays]), torch.device("cpu"), torch.float64)
+    assert u.shape == (num_rays, eval_num_draws * EVAL_K) and torch.equal(u, again)  # repeatable across calls
+    return u.reshape(num_rays, eval_num_draws, EVAL_K).numpy()
+
+
+def test_eval_draws_are_jittered_within_strata_and_independent():
+    """With several evaluation draws, u·K - k of each stratum is U[0, 1) over rays and draws (KS against scipy's
+    uniform), and the draws of one ray, and different rays, get different jitter (uncorrelated)."""
+    u = eval_quantiles(2000)
+    fraction = u * EVAL_K - np.arange(EVAL_K)
+    assert (fraction >= 0).all() and (fraction < 1).all()
+    for stratum in range(EVAL_K):
+        assert stats.kstest(fraction[..., stratum].ravel(), "uniform").pvalue > 1e-3, stratum
+        assert fraction[..., stratum].std() > 0.25  # not the midpoints (uniform: 0.29)
+    for first, second in ((0, 1), (0, 2), (1, 2)):  # the draws of one ray
+        assert (np.abs(fraction[:, first] - fraction[:, second]).max(-1) > 0).all()
+        assert abs(np.corrcoef(fraction[:, first].ravel(), fraction[:, second].ravel())[0, 1]) < 0.1
+    assert len(np.unique(u.reshape(2000, -1), axis=0)) == 2000  # no two rays share their quantiles
+    assert abs(np.corrcoef(fraction[:-1].ravel(), fraction[1:].ravel())[0, 1]) < 0.1  # neighbouring rays
+
+
+def test_single_eval_draw_is_the_strata_midpoints():
+    """eval_num_draws = 1: the deterministic midpoints (k + 1/2) / K, in and outside an image render."""
+    midpoints = (np.arange(EVAL_K) + 0.5) / EVAL_K
+    np.testing.assert_array_equal(eval_quantiles(7, 1), np.broadcast_to(midpoints, (7, 1, EVAL_K)))
+    sampler = RVSMonteCarloSampler((16,), 4, eval_num_radiance_samples=EVAL_K, eval_num_draws=1).eval()
+    with sampler.image_render():
+        u = sampler.quantiles(torch.Size([7]), torch.device("cpu"), torch.float64).numpy()
+    np.testing.assert_array_equal(u, np.broadcast_to(midpoints, (7, EVAL_K)))
+
+
+def test_image_chunks_get_independent_draws_and_the_image_is_repeatable():
+    """A camera render of identical rays in two chunks: the chunks' quantiles and colours differ (no chunk repeats
+    the seed), the quantiles stay in their strata, and rendering the image again reproduces it exactly."""
+    model = fixed_spline_model(num_radiance_samples=4).eval()
+    model.proposal_sampler.eval_num_draws = 2
+    model.config.eval_num_rays_per_chunk = 8
+    recorded: List[torch.Tensor] = []
+    quantiles = model.proposal_sampler.quantiles
+
+    def recording_quantiles(*args):
+        recorded.append(quantiles(*args))
+        return recorded[-1]
+
+    model.proposal_sampler.quantiles = recording_quantiles
+    image = one_ray(16).reshape((2, 8))
+
+    first = model.get_outputs_for_camera_ray_bundle(image)
+    first_quantiles = list(recorded)
+    assert len(first_quantiles) == 2 and first_quantiles[0].shape == (8, 8)
+    assert not torch.isclose(first_quantiles[0], first_quantiles[1]).any()
+    assert (first["rgb"][0] != first["rgb"][1]).any(-1).all()  # every pixel of chunk 2 differs from chunk 1
+    fraction = torch.cat(first_quantiles).reshape(16, 2, 4) * 4 - torch.arange(4)
+    assert (fraction >= 0).all() and (fraction < 1).all()
+
+    recorded.clear()
+    second = model.get_outputs_for_camera_ray_bundle(image)
+    assert len(recorded) == 2
+    for a, b in zip(first_quantiles, recorded):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for key in ("rgb", "depth", "accumulation"):
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
 
 
 def test_depth_and_accumulation_are_the_spline_quadrature():

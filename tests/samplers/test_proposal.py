@@ -1,12 +1,20 @@
-"""``RVSProposalSampler``: gradients of the resampled positions and consistent nerfstudio samples."""
+"""``RVSProposalSampler``: gradients of the resampled positions and consistent nerfstudio samples.
+
+The tests from "Independent references" on compute every expected value in numpy from the raw nerfstudio tensors
+(spacing and distance bin edges), never with the module's own ``spline_from_bins`` or the spline core.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.model_components.ray_samplers import UniformLinDispPiecewiseSampler
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
-from rvs_nerfstudio.samplers.proposal import RVSProposalSampler
+from rvs_nerfstudio.samplers.proposal import RVSProposalSampler, spline_from_bins
 from tests.helpers import build_model
 
 
@@ -45,3 +53,181 @@ def test_sampler_bins_are_consistent_nerfstudio_samples(ray_bundle):
     assert torch.all((spacing >= 0) & (spacing <= 1))
     torch.testing.assert_close(ray_samples.spacing_to_euclidean_fn(spacing), starts, rtol=1e-4, atol=1e-5)
     assert [w.shape[1] for w in weights_list] == [32, 16] and len(samples_list) == 2
+
+
+# --- Independent references ----------------------------------------------------------------------------------
+
+CAMERA_Z = 3.0
+"""The constructed rays start at (0, 0, CAMERA_Z) and look down -z, so their distance is t = CAMERA_Z - z."""
+
+
+def straight_rays(nears, fars, dtype=torch.float32) -> RayBundle:
+    """Rays along -z from (0, 0, CAMERA_Z), one per (near, far) pair."""
+    num_rays = len(nears)
+    return RayBundle(
+        origins=torch.tensor([0.0, 0.0, CAMERA_Z], dtype=dtype).expand(num_rays, 3).clone(),
+        directions=torch.tensor([0.0, 0.0, -1.0], dtype=dtype).expand(num_rays, 3).clone(),
+        pixel_area=torch.full((num_rays, 1), 1e-4, dtype=dtype),
+        nears=torch.tensor(nears, dtype=dtype)[:, None],
+        fars=torch.tensor(fars, dtype=dtype)[:, None],
+    )
+
+
+def lin_disp_bins(bundle: RayBundle, num_bins: int) -> RaySamples:
+    """Deterministic nerfstudio bins, uniform then linear in disparity: spacing is non-linear in distance past t = 1."""
+    return UniformLinDispPiecewiseSampler().eval()(bundle, num_samples=num_bins)
+
+
+def ref_spline(ray_samples: RaySamples, density: torch.Tensor, padding: float):
+    """The spline from RVS.md in numpy, from the raw tensors: knots [first spacing start, spacing midpoints, last
+    spacing end], values σ·δt/δs + padding at the midpoints with the end values held out to the ends."""
+    s0, s1 = (x[..., 0].detach().double().numpy() for x in (ray_samples.spacing_starts, ray_samples.spacing_ends))
+    t0, t1 = (x[..., 0].detach().double().numpy() for x in (ray_samples.frustums.starts, ray_samples.frustums.ends))
+    values = density[..., 0].detach().double().numpy() * (t1 - t0) / (s1 - s0) + padding
+    knots = np.concatenate([s0[..., :1], (s0 + s1) / 2, s1[..., -1:]], axis=-1)
+    return knots, np.concatenate([values[..., :1], values, values[..., -1:]], axis=-1)
+
+
+def ref_quantiles(knots: np.ndarray, values: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """u = F(s) / y_f for one ray's linear spline: trapezoids on a grid holding the knots and the queries (exact,
+    since σ̂ is linear between consecutive grid points)."""
+    s = np.clip(s, knots[0], knots[-1])
+    grid = np.unique(np.concatenate([knots, s.ravel()]))
+    sigma = np.interp(grid, knots, values)
+    depth = np.concatenate([[0.0], np.cumsum(0.5 * (sigma[1:] + sigma[:-1]) * np.diff(grid))])
+    opacity = -np.expm1(-depth)
+    return (opacity / opacity[-1])[np.searchsorted(grid, s)]
+
+
+def edges_of(ray_samples: RaySamples) -> np.ndarray:
+    """The K + 1 bin edges per ray in spacing coordinates, from the samples' spacing starts and ends."""
+    starts, ends = ray_samples.spacing_starts[..., 0], ray_samples.spacing_ends[..., 0]
+    assert torch.equal(starts[:, 1:], ends[:, :-1])  # contiguous bins
+    return torch.cat([starts, ends[:, -1:]], dim=-1).detach().double().numpy()
+
+
+@pytest.mark.parametrize("padding", [0.0, 2.0])
+def test_spline_from_bins_matches_numpy_reference(padding):
+    """Knots and values of spline_from_bins equal the numpy construction from the spacing and distance bin edges
+    of real lin-disp nerfstudio samples; its per-bin values keep the optical depth: Σ v_i δs_i = Σ σ_i δt_i."""
+    bundle = straight_rays([0.5, 0.2, 1.0], [6.0, 20.0, 4.0])
+    bins = lin_disp_bins(bundle, 12)
+    density = 3 * torch.rand(3, 12, 1, generator=torch.Generator().manual_seed(12))
+    ratio = ((bins.frustums.ends - bins.frustums.starts) / (bins.spacing_ends - bins.spacing_starts))[..., 0]
+    assert ratio.max() > 5 * ratio.min()  # δt/δs really varies along the rays
+
+    knots, values = spline_from_bins(bins, density, padding)
+    ref_knots, ref_values = ref_spline(bins, density, padding)
+    assert knots.shape == values.shape == (3, 14)
+    np.testing.assert_allclose(knots.double().numpy(), ref_knots, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(values.double().numpy(), ref_values, rtol=1e-5)
+
+    # Piecewise constant per bin over spacing, the values (less padding) integrate to the ray's optical depth.
+    s0, s1 = bins.spacing_starts[..., 0].double().numpy(), bins.spacing_ends[..., 0].double().numpy()
+    t0, t1 = bins.frustums.starts[..., 0].double().numpy(), bins.frustums.ends[..., 0].double().numpy()
+    sigma = density[..., 0].double().numpy()
+    per_bin = values[:, 1:-1].double().numpy() - padding
+    np.testing.assert_allclose((per_bin * (s1 - s0)).sum(-1), (sigma * (t1 - t0)).sum(-1), rtol=1e-5)
+
+
+RESAMPLE_EDGES = 9  # K = 8 bins
+RESAMPLE_COPIES = 2000
+RESAMPLE_PADDING = 2.0
+
+
+def resampled_copies(mode: str, single_jitter: bool = False):
+    """One ray copied RESAMPLE_COPIES times, resampled once by a padded sampler in ``mode``, with the numpy reference
+    quantile u = F(s)/y_f of every drawn edge (spline built in numpy from the bins, padding included)."""
+    torch.manual_seed(13)
+    sampler = RVSProposalSampler((24,), 8, single_jitter=single_jitter, density_padding=RESAMPLE_PADDING)
+    sampler.train(mode == "train")
+    bundle = straight_rays([0.5] * RESAMPLE_COPIES, [6.0] * RESAMPLE_COPIES)
+    bins = lin_disp_bins(bundle, 24)
+    generator = torch.Generator().manual_seed(13)
+    # Empty stretches, where the padding decides where the edges go, between bins of density up to 3.
+    one_ray = 3 * torch.rand(24, generator=generator) * (torch.rand(24, generator=generator) > 0.5)
+    density = one_ray[None, :, None].expand(RESAMPLE_COPIES, 24, 1)
+    edges = edges_of(sampler.resample(bundle, bins, density, RESAMPLE_EDGES - 1))
+    knots, values = ref_spline(bins[:1], density[:1], RESAMPLE_PADDING)
+    return ref_quantiles(knots[0], values[0], edges.ravel()).reshape(edges.shape)
+
+
+@pytest.mark.parametrize("single_jitter", [False, True])
+def test_training_resample_is_jittered_within_strata(single_jitter):
+    """In training, each edge's reference quantile lies in its stratum k and u·(K+1) - k is U[0, 1) over the copies
+    (KS per stratum), one jitter per edge or per ray; pooled, the edges' quantiles are U(0, 1) (KS)."""
+    u = resampled_copies("train", single_jitter)
+    k = np.arange(RESAMPLE_EDGES)
+    fraction = u * RESAMPLE_EDGES - k
+    assert (fraction > -1e-4).all() and (fraction < 1 + 1e-4).all()
+    for stratum in k:
+        assert stats.kstest(fraction[:, stratum], "uniform").pvalue > 1e-3, stratum
+        assert fraction[:, stratum].std() > 0.25  # not constant (uniform: 0.29)
+    spread_within_ray = fraction.max(-1) - fraction.min(-1)
+    if single_jitter:
+        assert spread_within_ray.max() < 1e-4
+    else:
+        assert np.median(spread_within_ray) > 0.5
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+
+
+def test_eval_resample_edges_sit_at_stratum_midpoints():
+    """In evaluation the edges' reference quantiles are exactly (k + 1/2) / (K + 1), identical for every copy."""
+    u = resampled_copies("eval")
+    expected = (np.arange(RESAMPLE_EDGES) + 0.5) / RESAMPLE_EDGES
+    np.testing.assert_allclose(u, np.broadcast_to(expected, u.shape), atol=2e-6)
+
+
+def distance_along(positions: torch.Tensor) -> torch.Tensor:
+    """Distance ``[..., 1]`` along the straight rays of points ``[..., 3]`` on them."""
+    return CAMERA_Z - positions[..., 2:]
+
+
+class ScaledBump(torch.nn.Module):
+    """Level 1's density: a bump at t = 2.5 with a learnable amplitude over a faint haze."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.amplitude = torch.nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.amplitude * torch.exp(-(((distance_along(positions) - 2.5) / 0.4) ** 2)) + 0.05
+
+
+class MovableBump(torch.nn.Module):
+    """Level 2's density: a bump of fixed amplitude at a learnable distance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.centre = torch.nn.Parameter(torch.tensor(3.2, dtype=torch.float64))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return 4.0 * torch.exp(-(((distance_along(positions) - self.centre) / 0.3) ** 2)) + 0.05
+
+
+def test_gradient_reaching_each_proposal_level_matches_finite_difference():
+    """d loss / d parameter of each of two proposal levels' density functions, by autograd through the whole
+    sampler (eval mode: no jitter, float64), equals a central finite difference of the loss; both are non-zero."""
+    sampler = RVSProposalSampler((24, 16), 8, density_padding=0.5).eval()
+    bundle = straight_rays([0.5, 0.8], [6.0, 5.0], dtype=torch.float64)
+    levels = [ScaledBump(), MovableBump()]
+    parameters = [levels[0].amplitude, levels[1].centre]
+    weights = torch.linspace(1.0, 2.0, 8, dtype=torch.float64)
+
+    def loss() -> torch.Tensor:
+        samples, _, _ = sampler(bundle, density_fns=levels)
+        return (weights * samples.frustums.starts[..., 0]).sum() + samples.frustums.ends[..., -1, 0].sum()
+
+    gradients = torch.autograd.grad(loss(), parameters)
+    step = 1e-6
+    for name, parameter, gradient in zip(("level 1 amplitude", "level 2 centre"), parameters, gradients):
+        with torch.no_grad():
+            parameter += step
+            plus = loss()
+            parameter -= 2 * step
+            minus = loss()
+            parameter += step
+        finite_difference = ((plus - minus) / (2 * step)).item()
+        print(f"{name}: autograd {gradient.item():.6g}, finite difference {finite_difference:.6g}")
+        assert abs(finite_difference) > 1e-3
+        assert gradient.item() == pytest.approx(finite_difference, rel=1e-4)

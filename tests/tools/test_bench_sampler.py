@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 
 import pytest
 import torch
 
 from rvs_nerfstudio.tools.bench import cli
-from rvs_nerfstudio.tools.bench.sampler import SamplerConfig, forward_ratio, run_sampler_bench
+from rvs_nerfstudio.tools.bench.sampler import SamplerConfig, SamplerTiming, _timed_ms, forward_ratio, run_sampler_bench
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))])
@@ -24,7 +25,16 @@ def test_sampler_bench_smoke(device):
     assert all(t.device == device and 0 < t.forward_ms < math.inf for t in timings)
     both = {t.sampler: t.forward_backward_ms for t in timings}
     assert both["PDFSampler"] is None and all(both[name] > 0 for name in ("weights+PDF", "RVS resample", "RVS core"))
-    assert forward_ratio(timings, device) > 0
+
+
+def test_timer_measures_milliseconds_per_call():
+    assert 20.0 <= _timed_ms(lambda: time.sleep(0.02), min_run_time=0.2) < 30.0
+
+
+def test_forward_ratio_divides_by_pdf_samplers_forward_on_the_same_device():
+    timings = [SamplerTiming(device, name, ms, "", None, 8) for device, name, ms in
+               [("cpu", "PDFSampler", 4.0), ("cpu", "RVS resample", 6.0), ("cuda", "PDFSampler", 1.0), ("cuda", "RVS resample", 3.0)]]
+    assert (forward_ratio(timings, "cpu"), forward_ratio(timings, "cuda")) == (1.5, 3.0)
 
 
 def test_rvs_bench_sampler_writes_its_report_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
