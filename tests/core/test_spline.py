@@ -471,3 +471,12 @@ def test_cuda_matches_cpu(interpolation, dtype):
 
     for on_cpu, on_cuda in zip(evaluate("cpu"), evaluate("cuda")):
         torch.testing.assert_close(on_cuda, on_cpu)
+
+
+@pytest.mark.parametrize("t", [1.0, 2.0])
+def test_integral_through_an_empty_last_bin(t):
+    """A ray ending in a duplicated knot (an empty last bin, where t = t_m falls): S = the closed-form trapezoids."""
+    knots = torch.tensor([0.0, 1.0, 1.0]) * t
+    densities = torch.tensor([1.0, 3.0, 5.0])
+    value = spline.integral(torch.tensor([t]), knots, densities)
+    assert value.item() == pytest.approx(0.5 * (1.0 + 3.0) * t)  # the empty bin adds nothing

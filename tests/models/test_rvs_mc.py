@@ -72,7 +72,7 @@ def fixed_density(positions: torch.Tensor) -> torch.Tensor:
 # --- The estimator is unbiased, and stratification lowers its variance ----------------------------------
 
 
-def fixed_spline_model(num_radiance_samples: int):
+def fixed_spline_model(num_radiance_samples: int, **overrides):
     """A model whose single density level is ``fixed_density`` on deterministic bins, with a known colour."""
     model = build_model(
         RVSMonteCarloModelConfig,
@@ -80,7 +80,7 @@ def fixed_spline_model(num_radiance_samples: int):
         num_proposal_samples_per_ray=(48,),
         num_radiance_samples=num_radiance_samples,
         background_color="white",
-        **ONE_RAY_SETTINGS,
+        **{**ONE_RAY_SETTINGS, **overrides},
     ).train()
     model.density_fns = [fixed_density]
     model.field = KnownColourField(smooth_colour)
@@ -351,20 +351,48 @@ def test_image_chunks_get_independent_draws_and_the_image_is_repeatable():
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
 
 
-def test_depth_and_accumulation_are_the_spline_quadrature():
-    """Accumulation is y_f of the spline; depth its expected termination distance (not a K-point average)."""
-    model = fixed_spline_model(num_radiance_samples=2)
+def numpy_spline(bins: RaySamples, density: torch.Tensor):
+    """RVS.md's density spline of one ray in numpy, from the raw bins: knots at the spacing midpoints plus both ends,
+    values σ·δt/δs (no padding: the rendering spline), the end values held out to the ends."""
+    s0, s1 = (x[0, :, 0].double().numpy() for x in (bins.spacing_starts, bins.spacing_ends))
+    t0, t1 = (x[0, :, 0].double().numpy() for x in (bins.frustums.starts, bins.frustums.ends))
+    values = density[0, :, 0].double().numpy() * (t1 - t0) / (s1 - s0)
+    return np.concatenate([s0[:1], (s0 + s1) / 2, s1[-1:]]), np.concatenate([values[:1], values, values[-1:]])
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "constant"])
+def test_depth_and_accumulation_are_the_spline_quadrature(interpolation):
+    """Accumulation is y_f of the (linear or constant) spline and depth its expected termination distance over the
+    spline's intervals (not a K-point average), both from a numpy quadrature of the spline in the test."""
+    model = fixed_spline_model(num_radiance_samples=2, density_interpolation=interpolation)
     with torch.no_grad():
         outputs = model(one_ray(1))
     bins = model.proposal_sampler.initial_sampler(model.collider(one_ray(1)), num_samples=48)
-    knots, densities = spline_from_bins(bins, fixed_density(bins.frustums.get_positions()))
-    torch.testing.assert_close(outputs["accumulation"], spline.total_opacity(knots, densities))
-    weights = spline.interval_weights(knots, densities)
-    midpoints = bins.spacing_to_euclidean_fn(knots)
-    midpoints = (midpoints[..., 1:] + midpoints[..., :-1]) / 2
-    expected = (weights * midpoints).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True)
-    torch.testing.assert_close(outputs["depth"], expected)
+    knots, values = numpy_spline(bins, fixed_density(bins.frustums.get_positions()))
+    widths = np.diff(knots)
+    areas = 0.5 * (values[:-1] + values[1:]) * widths if interpolation == "linear" else values[:-1] * widths
+    transmittance = np.exp(-np.concatenate([[0.0], np.cumsum(areas)]))
+    weights = transmittance[:-1] - transmittance[1:]
+    distances = bins.spacing_to_euclidean_fn(torch.from_numpy(knots).float()[None]).double().numpy()[0]
+    expected_depth = (weights * (distances[1:] + distances[:-1]) / 2).sum() / weights.sum()
+    assert outputs["accumulation"].item() == pytest.approx(1 - transmittance[-1], rel=1e-5)
+    assert outputs["depth"].item() == pytest.approx(expected_depth, rel=1e-5)
     assert 3.0 < outputs["depth"].item() < 4.2
+
+
+@pytest.mark.parametrize("mode, draws", [("train", 1), ("eval", 3)])
+def test_each_stratum_of_a_draw_gets_its_own_jitter(mode, draws):
+    """Training quantiles, and each of several evaluation draws, jitter every stratum independently (not one offset
+    per ray), uniformly within the stratum, in the dtype asked for."""
+    sampler = RVSMonteCarloSampler((16,), EVAL_K, eval_num_radiance_samples=EVAL_K, eval_num_draws=draws)
+    sampler.train(mode == "train")
+    u = sampler.quantiles(torch.Size([2000]), torch.device("cpu"), torch.float64)
+    assert u.dtype == torch.float64 and u.shape == (2000, draws * EVAL_K)
+    fraction = u.reshape(2000, draws, EVAL_K).numpy() * EVAL_K - np.arange(EVAL_K)
+    assert (fraction >= 0).all() and (fraction < 1).all()
+    assert np.median(fraction.max(-1) - fraction.min(-1)) > 0.5  # one offset per draw would give 0
+    for stratum in range(EVAL_K):
+        assert stats.kstest(fraction[..., stratum].ravel(), "uniform").pvalue > 1e-3, stratum
 
 
 def test_last_sample_background_is_the_colour_at_the_farthest_point():

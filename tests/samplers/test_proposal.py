@@ -135,11 +135,15 @@ RESAMPLE_COPIES = 2000
 RESAMPLE_PADDING = 2.0
 
 
-def resampled_copies(mode: str, single_jitter: bool = False):
+def resampled_copies(mode: str, single_jitter: bool = False, padding: float = RESAMPLE_PADDING, **options):
     """One ray copied RESAMPLE_COPIES times, resampled once by a padded sampler in ``mode``, with the numpy reference
-    quantile u = F(s)/y_f of every drawn edge (spline built in numpy from the bins, padding included)."""
+    quantile u = F(s)/y_f of every drawn edge (spline built in numpy from the bins, padding included). ``options``
+    replace the sampler's arguments (none: its defaults, which must be no padding, linear, independent jitter)."""
     torch.manual_seed(13)
-    sampler = RVSProposalSampler((24,), 8, single_jitter=single_jitter, density_padding=RESAMPLE_PADDING)
+    if options.get("defaults"):
+        sampler = RVSProposalSampler((24,), 8)
+    else:
+        sampler = RVSProposalSampler((24,), 8, single_jitter=single_jitter, density_padding=padding)
     sampler.train(mode == "train")
     bundle = straight_rays([0.5] * RESAMPLE_COPIES, [6.0] * RESAMPLE_COPIES)
     bins = lin_disp_bins(bundle, 24)
@@ -148,7 +152,7 @@ def resampled_copies(mode: str, single_jitter: bool = False):
     one_ray = 3 * torch.rand(24, generator=generator) * (torch.rand(24, generator=generator) > 0.5)
     density = one_ray[None, :, None].expand(RESAMPLE_COPIES, 24, 1)
     edges = edges_of(sampler.resample(bundle, bins, density, RESAMPLE_EDGES - 1))
-    knots, values = ref_spline(bins[:1], density[:1], RESAMPLE_PADDING)
+    knots, values = ref_spline(bins[:1], density[:1], padding)
     return ref_quantiles(knots[0], values[0], edges.ravel()).reshape(edges.shape)
 
 
@@ -176,6 +180,42 @@ def test_eval_resample_edges_sit_at_stratum_midpoints():
     u = resampled_copies("eval")
     expected = (np.arange(RESAMPLE_EDGES) + 0.5) / RESAMPLE_EDGES
     np.testing.assert_allclose(u, np.broadcast_to(expected, u.shape), atol=2e-6)
+
+
+def test_sampler_defaults_are_no_padding_linear_spline_and_independent_jitter():
+    """A sampler built with defaults resamples the unpadded linear spline: its evaluation edges sit at the midpoint
+    quantiles of that numpy spline, and in training each edge gets its own jitter."""
+    u = resampled_copies("eval", padding=0.0, defaults=True)
+    np.testing.assert_allclose(u, np.broadcast_to((np.arange(RESAMPLE_EDGES) + 0.5) / RESAMPLE_EDGES, u.shape), atol=2e-6)
+    fraction = resampled_copies("train", padding=0.0, defaults=True) * RESAMPLE_EDGES - np.arange(RESAMPLE_EDGES)
+    assert np.median(fraction.max(-1) - fraction.min(-1)) > 0.5
+
+
+def test_single_jitter_also_applies_to_the_initial_level():
+    """With single_jitter, nerfstudio's initial sampler jitters every interior edge of a ray by the same fraction of
+    its stratum (one draw per ray), as nerfacto's does; without it, each edge by its own."""
+    bundle = straight_rays([0.5] * 500, [6.0] * 500)
+    for single, check in ((True, lambda spread: spread.max() < 1e-4), (False, lambda spread: np.median(spread) > 0.5)):
+        torch.manual_seed(0)
+        bins = RVSProposalSampler((16,), 8, single_jitter=single).train().initial_sampler(bundle, num_samples=16)
+        edges = np.concatenate([bins.spacing_starts[..., 0].numpy(), bins.spacing_ends[:, -1:, 0].numpy()], -1)
+        fraction = edges[:, 1:-1] * 16 - np.arange(1, 16) + 0.5  # interior edge k jitters over [k - 1/2, k + 1/2] / 16
+        assert (fraction > -1e-4).all() and (fraction < 1 + 1e-4).all()
+        assert check(fraction.max(-1) - fraction.min(-1)), single
+
+
+def test_batched_rays_resample_like_a_flat_batch():
+    """Rays in a [2, 32] bundle get the same evaluation samples as the same rays in a flat [64] bundle."""
+    bundle = straight_rays(list(np.linspace(0.2, 1.0, 64)), list(np.linspace(4.0, 20.0, 64)))
+    sampler = RVSProposalSampler((24,), 8, density_padding=1.0).eval()
+    bins = lin_disp_bins(bundle, 24)
+    density = 3 * torch.rand(64, 24, 1, generator=torch.Generator().manual_seed(5))
+    flat = sampler.resample(bundle, bins, density, 8)
+    grid = bundle.reshape((2, 32))
+    batched = sampler.resample(grid, lin_disp_bins(grid, 24), density.reshape(2, 32, 24, 1), 8)
+    assert batched.spacing_starts.shape == (2, 32, 8, 1)
+    torch.testing.assert_close(batched.spacing_starts.reshape(64, 8, 1), flat.spacing_starts, rtol=0, atol=0)
+    torch.testing.assert_close(batched.frustums.ends.reshape(64, 8, 1), flat.frustums.ends, rtol=0, atol=0)
 
 
 def distance_along(positions: torch.Tensor) -> torch.Tensor:
