@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
 
+import numpy as np
 import torch
 
-from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from rvs_nerfstudio.engine.compat import OptionalLPIPSMixin
@@ -67,6 +68,45 @@ def training_pass(
         image = target.expand(len(ray_bundle), 3)
     batch = {"image": image}
     return outputs, model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+
+
+# --- Independent references --------------------------------------------------------------------------------
+
+
+def numpy_spline(ray_samples: RaySamples, density: torch.Tensor, padding: float):
+    """The spline of RVS.md in numpy, from the raw tensors: knots [first spacing start, spacing midpoints, last
+    spacing end], values σ·δt/δs + padding at the midpoints with the end values held out to the ends."""
+    s0, s1 = (x[..., 0].detach().double().numpy() for x in (ray_samples.spacing_starts, ray_samples.spacing_ends))
+    t0, t1 = (x[..., 0].detach().double().numpy() for x in (ray_samples.frustums.starts, ray_samples.frustums.ends))
+    values = density[..., 0].detach().double().numpy() * (t1 - t0) / (s1 - s0) + padding
+    knots = np.concatenate([s0[..., :1], (s0 + s1) / 2, s1[..., -1:]], axis=-1)
+    return knots, np.concatenate([values[..., :1], values, values[..., -1:]], axis=-1)
+
+
+def numpy_quantiles(knots: np.ndarray, values: np.ndarray, s: np.ndarray, interpolation: str = "linear") -> np.ndarray:
+    """u = F(s) / y_f for one ray's spline (linear, or constant at each knot's value up to the next knot): exact
+    trapezoids or rectangles on a grid holding the knots and the queries."""
+    s = np.clip(s, knots[0], knots[-1])
+    grid = np.unique(np.concatenate([knots, s.ravel()]))
+    if interpolation == "linear":
+        sigma = np.interp(grid, knots, values)
+        areas = 0.5 * (sigma[1:] + sigma[:-1]) * np.diff(grid)
+    else:
+        areas = values[np.clip(np.searchsorted(knots, grid[:-1], side="right") - 1, 0, len(values) - 1)] * np.diff(grid)
+    opacity = -np.expm1(-np.concatenate([[0.0], np.cumsum(areas)]))
+    return (opacity / opacity[-1])[np.searchsorted(grid, s)]
+
+
+def resampled_quantiles(
+    level: RaySamples, density: torch.Tensor, padding: float, resampled: RaySamples, interpolation: str = "linear"
+) -> np.ndarray:
+    """The quantiles ``[rays, edges]`` of ``resampled``'s bin edges (spacing starts, then the last end; zero-width
+    samples give their points) under :func:`numpy_spline` of ``level`` and ``density``, ray by ray."""
+    starts, ends = resampled.spacing_starts[..., 0].detach(), resampled.spacing_ends[..., 0].detach()
+    edges = starts if torch.equal(starts, ends) else torch.cat([starts, ends[:, -1:]], dim=-1)
+    knots, values = numpy_spline(level, density, padding)
+    edges = edges.double().numpy()
+    return np.stack([numpy_quantiles(knots[i], values[i], edges[i], interpolation) for i in range(len(edges))])
 
 
 # --- The real commands ---------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ class RVSMonteCarloModel(RVSNerfactoModel):
 
     def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
         """Nerfstudio's chunked render of one image, its evaluation draws re-seeded once for the whole image."""
-        with self.proposal_sampler.image_render():
+        with self.proposal_sampler.image_render(camera_ray_bundle.origins.device):
             return super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
 
     def get_image_metrics_and_images(

@@ -52,19 +52,18 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         super().__init__(num_proposal_samples_per_ray, num_radiance_samples, **proposal_options)
         self.eval_num_radiance_samples = eval_num_radiance_samples
         self.eval_num_draws = eval_num_draws
-        self._rendering_image = False
         self._image_generator: Optional[torch.Generator] = None
 
     @contextlib.contextmanager
-    def image_render(self) -> Iterator[None]:
-        """The scope of one rendered image: the evaluation draws of all its chunks come from one generator, seeded
-        with :data:`EVAL_DRAWS_SEED` at the image's first draw, so chunks get independent quantiles while the
-        image stays repeatable."""
-        self._rendering_image, self._image_generator = True, None
+    def image_render(self, device: torch.device) -> Iterator[None]:
+        """The scope of one image rendered on ``device``: the evaluation draws of all its chunks come from one
+        generator seeded with :data:`EVAL_DRAWS_SEED`, so chunks get independent quantiles while the image stays
+        repeatable."""
+        self._image_generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
         try:
             yield
         finally:
-            self._rendering_image, self._image_generator = False, None
+            self._image_generator = None
 
     def radiance_samples(
         self,
@@ -91,12 +90,7 @@ class RVSMonteCarloSampler(RVSProposalSampler):
             return spline.stratified_u(batch_shape, self.num_nerf_samples_per_ray, "independent", device, dtype)
         if self.eval_num_draws == 1:
             return spline.stratified_u(batch_shape, self.eval_num_radiance_samples, "none", device, dtype)
-        if not self._rendering_image:
-            generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
-        else:
-            if self._image_generator is None:  # created lazily, on the device of the image's rays
-                self._image_generator = torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
-            generator = self._image_generator
+        generator = self._image_generator or torch.Generator(device).manual_seed(EVAL_DRAWS_SEED)
         draws_shape = (*batch_shape, self.eval_num_draws)
         u = spline.stratified_u(draws_shape, self.eval_num_radiance_samples, "independent", device, dtype, generator)
         return u.flatten(-2)

@@ -18,7 +18,7 @@ from rvs_nerfstudio.core import spline
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 from rvs_nerfstudio.samplers.proposal import spline_from_bins
-from tests.helpers import build_model, preset_flags, run_cli, training_pass
+from tests.helpers import build_model, preset_flags, resampled_quantiles, run_cli, training_pass
 
 CAMERA_Z = 3.0
 """The constructed ray starts at (0, 0, CAMERA_Z) and looks down -z, so its distance is t = CAMERA_Z - z."""
@@ -313,7 +313,7 @@ def test_single_eval_draw_is_the_strata_midpoints():
     midpoints = (np.arange(EVAL_K) + 0.5) / EVAL_K
     np.testing.assert_array_equal(eval_quantiles(7, 1), np.broadcast_to(midpoints, (7, 1, EVAL_K)))
     sampler = RVSMonteCarloSampler((16,), 4, eval_num_radiance_samples=EVAL_K, eval_num_draws=1).eval()
-    with sampler.image_render():
+    with sampler.image_render(torch.device("cpu")):
         u = sampler.quantiles(torch.Size([7]), torch.device("cpu"), torch.float64).numpy()
     np.testing.assert_array_equal(u, np.broadcast_to(midpoints, (7, EVAL_K)))
 
@@ -487,3 +487,51 @@ def test_ns_train_eval_render_end_to_end(tiny_scene, tmp_path):
     )
     images = sorted((tmp_path / "renders").rglob("*.png")) + sorted((tmp_path / "renders").rglob("*.jpg"))
     assert len(images) == 6, images
+
+
+def level_quantiles(model, ray_bundle):
+    """Per density level after the first, the quantiles of its bin edges under the level before's padded spline,
+    and the quantiles of the K radiance points under the last level's unpadded spline (all rebuilt in numpy)."""
+    interpolation = model.config.density_interpolation
+    bundle = model.collider(ray_bundle[:16])
+    with torch.no_grad():
+        points, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
+    levels = levels[: model.config.num_proposal_iterations]  # the appended last entry is the spline's intervals
+    densities = [fn(level.frustums.get_positions()) for fn, level in zip(model.density_fns, levels)]
+    padding = model.config.density_padding
+    resampled = [resampled_quantiles(levels[i], densities[i], padding, levels[i + 1], interpolation) for i in range(len(levels) - 1)]
+    return resampled, resampled_quantiles(levels[-1], densities[-1], 0.0, points, interpolation)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "constant"])
+def test_levels_and_points_are_midpoint_quantiles_in_evaluation(ray_bundle, interpolation):
+    """In evaluation the second level's 17 edges are the quantiles (k + 1/2) / 17 of the first level's padded spline,
+    and the K = 6 radiance points the quantiles (k + 1/2) / 6 of the last level's spline without padding."""
+    model = build_model(RVSMonteCarloModelConfig, eval_num_radiance_samples=6, density_interpolation=interpolation,
+                        density_padding=0.5).eval()
+    (level_two,), points = level_quantiles(model, ray_bundle)
+    np.testing.assert_allclose(level_two, np.broadcast_to((np.arange(17) + 0.5) / 17, level_two.shape), atol=2e-4)
+    np.testing.assert_allclose(points, np.broadcast_to((np.arange(6) + 0.5) / 6, points.shape), atol=2e-4)
+
+
+@pytest.mark.parametrize("single_jitter", [True, False])
+def test_proposal_levels_jitter_follows_use_single_jitter(ray_bundle, single_jitter):
+    """nerfacto's use-single-jitter reaches rvs-mc's resampling levels: one jitter per ray, or one per edge."""
+    model = build_model(RVSMonteCarloModelConfig, use_single_jitter=single_jitter).train()
+    torch.manual_seed(0)
+    (level_two,), _ = level_quantiles(model, ray_bundle)
+    fraction = level_two * 17 - np.arange(17)
+    spread = fraction.max(-1) - fraction.min(-1)
+    assert (spread.max() < 2e-3) if single_jitter else (np.median(spread) > 0.4)
+
+
+def test_render_k_of_one_is_allowed_and_the_slider_reaches_the_configured_k(ray_bundle):
+    """K = 1 is the smallest K, in the config and from the viewer; the slider goes to 64, or to K if that is larger."""
+    model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=1, eval_num_radiance_samples=1).eval()
+    model.set_eval_num_radiance_samples(1)
+    calls = count_radiance_points(model)
+    with torch.no_grad():
+        model(ray_bundle)
+    assert calls == [len(ray_bundle)]
+    assert model.viewer_radiance_samples.max == 64
+    assert build_model(RVSMonteCarloModelConfig, eval_num_radiance_samples=100).viewer_radiance_samples.max == 100

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.proposal import along_rays
-from tests.helpers import OfflineNerfactoConfig, build_model, training_pass
+from tests.helpers import OfflineNerfactoConfig, build_model, resampled_quantiles, training_pass
 
 
 def distortion_of_field_weights(outputs) -> float:
@@ -105,8 +106,53 @@ def test_eval_render_is_deterministic(ray_bundle):
         (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
         (dict(num_nerf_samples_per_ray=64), "must not grow from one level to the next"),
         (dict(near_plane=2.0, far_plane=1.0), "below far-plane"),
+        (dict(near_plane=1.0, far_plane=1.0), "below far-plane"),
+        (dict(near_plane=-0.1), "must be non-negative"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
         build_model(RVSNerfactoModelConfig, **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(num_proposal_samples_per_ray=(1, 1), num_nerf_samples_per_ray=1),  # one sample per level is enough
+        dict(num_proposal_samples_per_ray=(16, 16), num_nerf_samples_per_ray=16),  # counts may stay equal
+        dict(near_plane=0.0),
+    ],
+)
+def test_options_at_the_limits_are_accepted(overrides, ray_bundle):
+    model = build_model(RVSNerfactoModelConfig, **overrides).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(ray_bundle)["rgb"]).all()
+
+
+def last_level_quantiles(model, ray_bundle, interpolation="linear"):
+    """Quantiles of the radiance field's bin edges under the last proposal level's padded spline, in numpy."""
+    bundle = model.collider(ray_bundle[:16])
+    with torch.no_grad():
+        samples, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
+        density = model.density_fns[-1](levels[-1].frustums.get_positions())
+    return resampled_quantiles(levels[-1], density, model.config.density_padding, samples, interpolation)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "constant"])
+def test_radiance_samples_are_midpoint_quantiles_of_the_last_proposal_spline(ray_bundle, interpolation):
+    """In evaluation the 9 edges of the 8 radiance bins are the quantiles (k + 1/2) / 9 of the last proposal level's
+    spline (the model's interpolation and padding), rebuilt in numpy from that level's samples and density."""
+    model = build_model(RVSNerfactoModelConfig, density_interpolation=interpolation, density_padding=0.5).eval()
+    u = last_level_quantiles(model, ray_bundle, interpolation)
+    np.testing.assert_allclose(u, np.broadcast_to((np.arange(9) + 0.5) / 9, u.shape), atol=2e-4)
+
+
+@pytest.mark.parametrize("single_jitter", [True, False])
+def test_training_jitter_follows_use_single_jitter(ray_bundle, single_jitter):
+    """nerfacto's use-single-jitter (default True): one jitter per ray for every edge, or one per edge."""
+    model = build_model(RVSNerfactoModelConfig, use_single_jitter=single_jitter).train()
+    torch.manual_seed(0)
+    fraction = last_level_quantiles(model, ray_bundle) * 9 - np.arange(9)
+    assert (fraction > -1e-3).all() and (fraction < 1 + 1e-3).all()
+    spread = fraction.max(-1) - fraction.min(-1)
+    assert (spread.max() < 2e-3) if single_jitter else (np.median(spread) > 0.4)

@@ -16,6 +16,8 @@ from nerfstudio.model_components.ray_samplers import UniformLinDispPiecewiseSamp
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.proposal import RVSProposalSampler, spline_from_bins
 from tests.helpers import build_model
+from tests.helpers import numpy_quantiles as ref_quantiles
+from tests.helpers import numpy_spline as ref_spline
 
 
 def test_sampler_gradient_matches_finite_difference(ray_bundle):
@@ -76,27 +78,6 @@ def straight_rays(nears, fars, dtype=torch.float32) -> RayBundle:
 def lin_disp_bins(bundle: RayBundle, num_bins: int) -> RaySamples:
     """Deterministic nerfstudio bins, uniform then linear in disparity: spacing is non-linear in distance past t = 1."""
     return UniformLinDispPiecewiseSampler().eval()(bundle, num_samples=num_bins)
-
-
-def ref_spline(ray_samples: RaySamples, density: torch.Tensor, padding: float):
-    """The spline from RVS.md in numpy, from the raw tensors: knots [first spacing start, spacing midpoints, last
-    spacing end], values σ·δt/δs + padding at the midpoints with the end values held out to the ends."""
-    s0, s1 = (x[..., 0].detach().double().numpy() for x in (ray_samples.spacing_starts, ray_samples.spacing_ends))
-    t0, t1 = (x[..., 0].detach().double().numpy() for x in (ray_samples.frustums.starts, ray_samples.frustums.ends))
-    values = density[..., 0].detach().double().numpy() * (t1 - t0) / (s1 - s0) + padding
-    knots = np.concatenate([s0[..., :1], (s0 + s1) / 2, s1[..., -1:]], axis=-1)
-    return knots, np.concatenate([values[..., :1], values, values[..., -1:]], axis=-1)
-
-
-def ref_quantiles(knots: np.ndarray, values: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """u = F(s) / y_f for one ray's linear spline: trapezoids on a grid holding the knots and the queries (exact,
-    since σ̂ is linear between consecutive grid points)."""
-    s = np.clip(s, knots[0], knots[-1])
-    grid = np.unique(np.concatenate([knots, s.ravel()]))
-    sigma = np.interp(grid, knots, values)
-    depth = np.concatenate([[0.0], np.cumsum(0.5 * (sigma[1:] + sigma[:-1]) * np.diff(grid))])
-    opacity = -np.expm1(-depth)
-    return (opacity / opacity[-1])[np.searchsorted(grid, s)]
 
 
 def edges_of(ray_samples: RaySamples) -> np.ndarray:
