@@ -525,6 +525,12 @@ def test_proposal_levels_jitter_follows_use_single_jitter(ray_bundle, single_jit
     assert (spread.max() < 2e-3) if single_jitter else (np.median(spread) > 0.4)
 
 
+def test_render_k_below_one_is_refused_in_one_line():
+    model = build_model(RVSMonteCarloModelConfig)
+    with pytest.raises(ValueError, match=r"^K must be at least 1 \(got 0\)\.$"):
+        model.set_eval_num_radiance_samples(0)
+
+
 def test_render_k_of_one_is_allowed_and_the_slider_reaches_the_configured_k(ray_bundle):
     """K = 1 is the smallest K, in the config and from the viewer; the slider goes to 64, or to K if that is larger."""
     model = build_model(RVSMonteCarloModelConfig, num_radiance_samples=1, eval_num_radiance_samples=1).eval()

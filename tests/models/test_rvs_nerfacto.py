@@ -156,3 +156,18 @@ def test_training_jitter_follows_use_single_jitter(ray_bundle, single_jitter):
     assert (fraction > -1e-3).all() and (fraction < 1 + 1e-3).all()
     spread = fraction.max(-1) - fraction.min(-1)
     assert (spread.max() < 2e-3) if single_jitter else (np.median(spread) > 0.4)
+
+
+@pytest.mark.parametrize("model_name", ["rvs-nerfacto", "rvs-mc"])
+def test_uniform_initial_sampler_option_is_honoured(ray_bundle, model_name):
+    """nerfacto's proposal-initial-sampler "uniform": the first level's bins are equally wide in distance."""
+    from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
+
+    config_class = RVSNerfactoModelConfig if model_name == "rvs-nerfacto" else RVSMonteCarloModelConfig
+    model = build_model(config_class, proposal_initial_sampler="uniform").eval()
+    bundle = model.collider(ray_bundle)
+    with torch.no_grad():
+        _, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
+    widths = (levels[0].frustums.ends - levels[0].frustums.starts)[..., 0]
+    expected = (bundle.fars - bundle.nears) / 32
+    torch.testing.assert_close(widths, expected.expand_as(widths), rtol=1e-4, atol=1e-6)
