@@ -185,21 +185,6 @@ def test_single_jitter_also_applies_to_the_initial_level():
         assert check(fraction.max(-1) - fraction.min(-1)), single
 
 
-def test_float64_resample_keeps_float64_quantiles():
-    """float64 rays and densities: the evaluation edges are the midpoint quantiles to 1e-9 (float32 quantiles would be
-    off by about 1e-8)."""
-    bundle = straight_rays([0.5, 0.3], [6.0, 12.0], dtype=torch.float64)
-    sampler = RVSProposalSampler((24,), 8, density_padding=1.0).double().eval()
-    bins = lin_disp_bins(bundle, 24)
-    density = 3 * torch.rand(2, 24, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    resampled = sampler.resample(bundle, bins, density, 8)
-    assert resampled.spacing_starts.dtype == torch.float64
-    knots, values = ref_spline(bins, density, 1.0)
-    edges = edges_of(resampled)
-    for ray in range(2):
-        np.testing.assert_allclose(ref_quantiles(knots[ray], values[ray], edges[ray]), (np.arange(9) + 0.5) / 9, atol=1e-9)
-
-
 def test_batched_rays_resample_like_a_flat_batch():
     """Rays in a [2, 32] bundle get the same evaluation samples as the same rays in a flat [64] bundle."""
     bundle = straight_rays(list(np.linspace(0.2, 1.0, 64)), list(np.linspace(4.0, 20.0, 64)))
