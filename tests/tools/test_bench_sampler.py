@@ -28,7 +28,7 @@ def test_sampler_bench_smoke(device):
 
 
 def test_timer_measures_milliseconds_per_call():
-    assert 20.0 <= _timed_ms(lambda: time.sleep(0.02), min_run_time=0.2) < 30.0
+    assert 20.0 <= _timed_ms(lambda: time.sleep(0.02), min_run_time=0.2) < 40.0  # ms per call; sleep may overshoot
 
 
 def test_forward_ratio_divides_by_pdf_samplers_forward_on_the_same_device():

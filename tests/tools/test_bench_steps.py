@@ -39,7 +39,7 @@ def test_methods_take_turns_after_their_warmup():
 def test_turns_time_seconds_per_step():
     trainers = {"fast": FakeTrainer("fast", [], seconds=0.01), "slow": FakeTrainer("slow", [], seconds=0.03)}
     seconds = time_in_turns(trainers, warmup=1, turns=2, steps_per_turn=3)
-    assert all(0.01 <= t < 0.02 for t in seconds["fast"]) and all(0.03 <= t < 0.04 for t in seconds["slow"]), seconds
+    assert all(0.01 <= t < 0.025 for t in seconds["fast"]) and all(0.03 <= t < 0.045 for t in seconds["slow"]), seconds
 
 
 def test_ratios_are_medians_of_per_turn_ratios():
