@@ -28,6 +28,9 @@ from torch import Tensor
 Interpolation = Literal["linear", "constant"]
 Jitter = Literal["none", "independent", "single"]
 
+DEFAULT_GRADIENT_FLOOR = 1e-2
+"""ε of :func:`sample`: sample gradients are exact where the sample density is at least ε times uniform."""
+
 
 def _check_spline(knots: Tensor, densities: Tensor) -> None:
     """Rejects a malformed spline in one line; every public function reaches this through the bin helpers."""
@@ -164,6 +167,7 @@ def sample(
     densities: Float[Tensor, "*batch m1"],
     u: Float[Tensor, "*batch n"],
     interpolation: Interpolation = "linear",
+    gradient_floor: float = DEFAULT_GRADIENT_FLOOR,
 ) -> Float[Tensor, "*batch n"]:
     """Reparameterized inverse-transform samples of the ray-termination distribution truncated to the ray.
 
@@ -174,11 +178,22 @@ def sample(
     ``densities`` (the bin index is piecewise constant; the sample is continuous across bins).
     Sorted ``u`` gives sorted samples. A ray whose density is zero everywhere gets samples uniform in t.
 
+    Bounded gradients. The exact derivative of a sample is :math:`\partial t_k = -\partial G(t_k) / g(t_k)`,
+    with :math:`G = F / y_f` the truncated CDF and :math:`g = \hat\sigma T / y_f` its density, so it grows
+    without bound where the density vanishes. The forward value is exact; in the backward pass the in-bin
+    offset's gradient uses :math:`\max(g, \varepsilon / L)` instead of :math:`g`, with :math:`L = t_m - t_0` and
+    :math:`\varepsilon` = ``gradient_floor``. Since :math:`S` is linear in the densities,
+    :math:`|\partial \log G / \partial \log s_j| \le 1`, hence
+    :math:`|\partial t_k / \partial \log s_j| \le L / \varepsilon` (the gradient with respect to a
+    ``trunc_exp`` field's raw density output). Only samples where :math:`g < \varepsilon / L` are affected: at
+    most a share :math:`\varepsilon` of them in expectation. ``gradient_floor=0`` gives the exact gradient.
+
     Args:
         knots: Sorted knot positions :math:`t_i` (duplicates allowed).
         densities: Non-negative densities :math:`s_i` at the knots.
         u: Quantiles in ``[0, 1]``, e.g. from :func:`stratified_u`.
         interpolation: ``"linear"`` (the paper's default) or ``"constant"``.
+        gradient_floor: :math:`\varepsilon` above, a floor on the sample density relative to uniform on the ray.
 
     Returns:
         Sample positions in ``[t_0, t_m]``.
@@ -206,10 +221,32 @@ def sample(
         nonempty = width > 0
         slope = (densities.gather(-1, bins + 1) - density) / torch.where(nonempty, width, 1.0)
         discriminant = (density**2 - 2 * torch.where(nonempty, slope, 0.0) * offset).clamp_min(0) + tiny
-        x = -2 * offset / (density + torch.sqrt(discriminant))
+        local_density = torch.sqrt(discriminant)  # σ̂(t_k) = s_i + a_i x
+        x = -2 * offset / (density + local_density)
     else:
+        local_density = density
         x = -offset / density.clamp_min(tiny)
-    samples = start + torch.minimum(x.clamp_min(0), width)
+    x = torch.minimum(x.clamp_min(0), width)
+    if gradient_floor > 0:
+        # g(t_k) = σ̂(t_k) T(t_k) / y_f, with T(t_k) = exp(-S*); the offset's gradient is scaled by g / max(g, ε/L).
+        sample_density = local_density * torch.exp(-target) / (-torch.expm1(-total)).clamp_min(tiny)
+        floor = gradient_floor / (knots[..., -1:] - knots[..., :1]).clamp_min(tiny)
+        x = _ScaleGradient.apply(x, torch.where(sample_density >= floor, 1.0, sample_density / floor).detach())
+    samples = start + x
 
     uniform = knots[..., :1] + u * (knots[..., -1:] - knots[..., :1])
     return torch.where(total > 0, samples, uniform)
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity whose backward multiplies the incoming gradient by a constant ``scale`` (same shape)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None

@@ -4,7 +4,8 @@
 checkpoints: a run killed mid-write leaves a truncated newest file, which ``ns-eval`` and ``--load-dir`` pick
 up and fail on. :class:`SafeTrainer` has nerfstudio write into a folder next to them and renames it into place
 (an atomic step on one file system), and refuses to write weights that are not finite. Models stop training
-with :class:`FiniteLossGuard` before a non-finite loss is back-propagated, so NaN never reaches the weights.
+with :class:`FiniteLossGuard` before a non-finite loss is back-propagated, and :class:`FiniteGradientOptimizers`
+stop it before a non-finite gradient is applied, so NaN never reaches the weights.
 
 Checkpoints hold no random state, so a run resumed with ``--load-dir`` would draw other ray batches and
 jitter than the uninterrupted run. :class:`SafeTrainer` seeds torch from (machine seed, step) before every
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
+from torch.amp.grad_scaler import GradScaler
 
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 
@@ -63,6 +66,39 @@ class FiniteLossGuard:
         )
 
 
+class FiniteGradientOptimizers(Optimizers):
+    """Nerfstudio's optimizers; a step whose gradients are not finite at loss scale 1 stops training before it.
+
+    With a gradient scaler (mixed precision on CUDA), a non-finite gradient at a loss scale above 1 is an
+    fp16 overflow that the scaler handles by skipping the step and halving the scale; once the scale is down
+    to 1 (or without a scaler), no scale can make it finite and training stops with one line naming the step.
+    """
+
+    step: Optional[int] = None
+    """The training step being taken (set by :class:`SafeTrainer`)."""
+
+    def optimizer_scaler_step_some(self, grad_scaler: GradScaler, param_groups: List[str]) -> None:
+        if not grad_scaler.is_enabled() or grad_scaler.get_scale() <= 1.0:
+            self.check_gradients(param_groups)
+        super().optimizer_scaler_step_some(grad_scaler, param_groups)
+
+    def check_gradients(self, param_groups: List[str]) -> None:
+        """Raises :class:`TrainingStopped` if a gradient of ``param_groups`` is not finite (one host sync)."""
+        finite = {}
+        for group in param_groups:
+            grads = [p.grad.isfinite().all() for p in self.parameters[group] if p.grad is not None]
+            if grads:
+                finite[group] = torch.stack(grads).all()
+        if not finite or bool(torch.stack(list(finite.values())).all()):
+            return
+        bad = ", ".join(group for group, ok in finite.items() if not ok)
+        raise TrainingStopped(
+            f"Training stopped at step {self.step}: the gradient of {bad} is not finite. No weights were updated with "
+            "it and checkpoints already written are kept; lower the learning rates or check the data, then resume "
+            "with --load-dir."
+        )
+
+
 @dataclass
 class SafeTrainerConfig(TrainerConfig):
     """Nerfstudio's trainer configuration; the trainer writes checkpoints atomically and only finite weights."""
@@ -74,9 +110,14 @@ class SafeTrainer(Trainer):
     """Nerfstudio's ``Trainer`` whose checkpoints are written atomically and never hold non-finite weights, and
     whose random state at each step depends only on the machine seed and the step."""
 
+    def setup_optimizers(self) -> FiniteGradientOptimizers:
+        """Nerfstudio's optimizers, which stop training at a gradient that is not finite."""
+        return FiniteGradientOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+
     def train_iteration(self, step: int):
         """Nerfstudio's training step, after seeding torch (all devices) with the machine seed and ``step``."""
         torch.manual_seed(self.config.machine.seed * STEPS_PER_SEED + step)
+        self.optimizers.step = step
         return super().train_iteration(step)
 
     @check_main_thread

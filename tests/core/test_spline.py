@@ -276,7 +276,7 @@ EDGE_CASES = {
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", EDGE_CASES)
-def test_degenerate_rays_are_finite(case, dtype, interpolation):
+def test_degenerate_rays_are_finite_and_bounded(case, dtype, interpolation):
     knots = torch.tensor(EDGE_CASES[case][0], dtype=dtype, requires_grad=True)
     densities = torch.tensor(EDGE_CASES[case][1], dtype=dtype, requires_grad=True)
     samples = spline.sample(knots, densities, EDGE_U.to(dtype), interpolation)
@@ -285,6 +285,81 @@ def test_degenerate_rays_are_finite(case, dtype, interpolation):
         assert torch.isfinite(x).all(), f"{name}: {x}"
     assert (samples >= knots[0]).all() and (samples <= knots[-1]).all()
     assert (torch.diff(samples) >= 0).all()
+    # Each sample's |∂t/∂log s_j| is at most L/ε (spline.sample), so their sum's is at most n L/ε.
+    bound = len(EDGE_U) * float(knots[-1] - knots[0]) / spline.DEFAULT_GRADIENT_FLOOR
+    assert (densities.grad * densities).abs().max() <= bound * 1.001
+
+
+# Sample gradients where the density vanishes: the in-bin offset's gradient uses the sample density g = σ̂ T / y_f
+# floored at ε / L (spline.sample's docstring), which bounds |∂t_k / ∂log s_j| by L / ε.
+FLOOR = spline.DEFAULT_GRADIENT_FLOOR
+FLOOR_U = torch.tensor([1e-6, 1e-3, 0.1, 0.25, 0.5, 0.75, 0.97], dtype=torch.float64)
+FLOOR_CASES = {
+    **EDGE_CASES,
+    "surface_start": ([0.0, 0.5, 0.6, 1.0], [0.0, 0.0, 50.0, 50.0]),  # empty space, then a density ramp
+    "surface_gap": ([0.0, 1.0, 2.0, 3.0], [1.0, 0.0, 1.0, 1.0]),  # linear: σ̂ falls to 0 at t = 1 between two surfaces
+}
+
+
+def gap_quantile(interpolation: str, before: float = 1e-8) -> torch.Tensor:
+    """The quantile just before the mass in front of t = 1 in "surface_gap": its sample lands where g -> 0 (linear)."""
+    knots, densities = FLOOR_CASES["surface_gap"]
+    share = ref_opacity(knots, densities, interpolation, [1.0])[0] / ref_total_opacity(knots, densities, interpolation)
+    return torch.tensor([share * (1 - before)], dtype=torch.float64)
+
+
+def ref_sample_density(knots, densities, interpolation: str, t) -> np.ndarray:
+    """g(t) = σ̂(t) exp(-S(t)) / y_f from the numpy references."""
+    sigma = ref_sigma(t, knots, densities, interpolation)
+    return sigma * np.exp(-ref_integral(knots, densities, interpolation, t)) / ref_total_opacity(knots, densities, interpolation)
+
+
+def log_density_jacobian(knots, densities, u, interpolation, gradient_floor=FLOOR) -> torch.Tensor:
+    """∂t_k / ∂log s_j, [n, m], by autograd."""
+    jacobian = torch.autograd.functional.jacobian(lambda d: spline.sample(knots, d, u, interpolation, gradient_floor), densities)
+    return jacobian * densities
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("case", FLOOR_CASES)
+def test_sample_gradients_are_bounded_and_match_finite_differences(case, interpolation):
+    """|∂t_k/∂log s_j| <= L/ε always; the gradient is the finite difference where g >= ε/L and that times g L / ε below."""
+    knots, densities = (torch.tensor(x, dtype=torch.float64) for x in FLOOR_CASES[case])
+    length = float(knots[-1] - knots[0])
+    u = torch.cat([FLOOR_U, gap_quantile(interpolation, 1e-5)]) if case == "surface_gap" else FLOOR_U
+    samples = spline.sample(knots, densities, u, interpolation)
+    jacobian = log_density_jacobian(knots, densities, u, interpolation)
+    assert (jacobian.abs() <= length / FLOOR * (1 + 1e-9)).all(), jacobian.abs().max()
+    if length == 0 or float(densities.max()) == 0:
+        return
+    t, k, d = samples.numpy(), knots.numpy(), densities.numpy()
+    # Central differences in log s_j, where the sample's bin does not change and its density is positive.
+    inside = (np.abs(t[:, None] - k[None, :]).min(axis=1) > 1e-6 * length) & (ref_sigma(t, k, d, interpolation) > 0)
+    scale = np.minimum(1.0, ref_sample_density(k, d, interpolation, np.where(inside, t, k[0])) * length / FLOOR)
+    step = 1e-7
+    for j in np.flatnonzero(d > 0):
+        bump = torch.zeros_like(densities)
+        bump[j] = step
+        plus, minus = (spline.sample(knots, densities * torch.exp(sign * bump), u, interpolation) for sign in (1, -1))
+        finite_difference = ((plus - minus) / (2 * step)).numpy()
+        np.testing.assert_allclose(
+            jacobian[inside, j].numpy(), (finite_difference * scale)[inside], rtol=1e-3, atol=1e-8 * length
+        )
+
+
+def test_gradient_floor_acts_only_where_the_exact_gradient_exceeds_the_bound():
+    """Between two surfaces, where σ̂ falls to 0, the exact gradient (ε = 0) exceeds L/ε: the floor is what bounds
+    it. On a ray whose samples all lie where g >= ε/L the floor changes nothing."""
+    knots, densities = (torch.tensor(x, dtype=torch.float64) for x in FLOOR_CASES["surface_gap"])
+    u = gap_quantile("linear")
+    exact = log_density_jacobian(knots, densities, u, "linear", gradient_floor=0.0)
+    assert exact.abs().max() > 10 * 3.0 / FLOOR
+    floored = log_density_jacobian(knots, densities, u, "linear")
+    assert floored.abs().max() <= 3.0 / FLOOR
+    for interpolation in INTERPOLATIONS:
+        knots, densities = GC_KNOTS[0], GC_DENSITIES[0]
+        floored, exact = (log_density_jacobian(knots, densities, GC_U[0], interpolation, e) for e in (FLOOR, 0.0))
+        torch.testing.assert_close(floored, exact, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)

@@ -66,6 +66,41 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(train
     assert loaded_step(trainer) == 6
 
 
+def test_non_finite_gradient_stops_training_and_keeps_the_last_good_checkpoint(trainer):
+    model = trainer.pipeline.model
+    weight = next(model.field.parameters())
+    weight.register_hook(lambda grad: grad * float("nan") if trainer.optimizers.step >= 7 else grad)
+    trainer.config.max_num_iterations, trainer.config.steps_per_save = 20, 3
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.train()
+    message = str(stopped.value)
+    assert "\n" not in message and isinstance(stopped.value, SystemExit)
+    assert message.startswith("Training stopped at step 7: the gradient of fields is not finite.")
+    assert [path.name for path in checkpoints(trainer)] == ["step-000000006.ckpt"]
+    assert all(p.isfinite().all() for p in model.parameters()), "the NaN gradient reached the weights"
+    assert loaded_step(trainer) == 6
+
+
+def test_mixed_precision_trains_on_the_cpu(trainer):
+    """Nerfstudio's mixed-precision step (autocast, then a gradient scaler) on the CPU with bfloat16: the field
+    really runs in bfloat16, no step is skipped, every gradient is finite and the loss falls."""
+    trainer.mixed_precision = True
+    trainer.grad_scaler = torch.amp.GradScaler("cpu")
+    dtypes = set()
+    linear = next(m for m in trainer.pipeline.model.field.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    scale = trainer.grad_scaler.get_scale()
+    losses = []
+    for step in range(40):
+        losses.append(float(trainer.train_iteration(step)[0]))
+        assert trainer.grad_scaler.get_scale() >= scale, f"step {step} was skipped by the gradient scaler"
+        scale = trainer.grad_scaler.get_scale()
+        params = trainer.pipeline.model.parameters()
+        assert all(p.grad.isfinite().all() for p in params if p.grad is not None), f"step {step}: non-finite gradient"
+    assert dtypes == {torch.bfloat16}
+    assert sum(losses[-10:]) / 10 < 0.75 * losses[0], losses
+
+
 def test_non_finite_weights_are_never_saved(trainer):
     trainer.save_checkpoint(3)
     with torch.no_grad():
