@@ -123,7 +123,8 @@ class RVSMonteCarloModel(RVSNerfactoModel):
         return self.proposal_sampler.eval_num_radiance_samples * self.proposal_sampler.eval_num_draws
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor | List]:
-        """Colour from the radiance field at the K points; accumulation and depth by quadrature on the spline."""
+        """Colour from the radiance field at the K points; accumulation, median ``depth`` and ``expected_depth`` (as in
+        nerfacto) by quadrature on the spline's intervals."""
         if self.training:
             self.camera_optimizer.apply_to_raybundle(ray_bundle)
         points, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
@@ -134,7 +135,8 @@ class RVSMonteCarloModel(RVSNerfactoModel):
         outputs = {
             "rgb": self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=point_weights),
             "accumulation": accumulation,
-            "depth": self.renderer_expected_depth(weights=spline_weights, ray_samples=spline_intervals),
+            "depth": self.renderer_depth(weights=spline_weights, ray_samples=spline_intervals),
+            "expected_depth": self.renderer_expected_depth(weights=spline_weights, ray_samples=spline_intervals),
         }
         if self.training:
             outputs["weights_list"], outputs["ray_samples_list"] = weights_list, ray_samples_list

@@ -362,8 +362,9 @@ def numpy_spline(bins: RaySamples, density: torch.Tensor):
 
 @pytest.mark.parametrize("interpolation", ["linear", "constant"])
 def test_depth_and_accumulation_are_the_spline_quadrature(interpolation):
-    """Accumulation is y_f of the (linear or constant) spline and depth its expected termination distance over the
-    spline's intervals (not a K-point average), both from a numpy quadrature of the spline in the test."""
+    """Accumulation is y_f of the (linear or constant) spline, expected_depth its expected termination distance and
+    depth the median (nerfacto's: the midpoint of the interval where the termination probability reaches 1/2), over
+    the spline's intervals (not a K-point average), all from a numpy quadrature of the spline in the test."""
     model = fixed_spline_model(num_radiance_samples=2, density_interpolation=interpolation)
     with torch.no_grad():
         outputs = model(one_ray(1))
@@ -376,8 +377,11 @@ def test_depth_and_accumulation_are_the_spline_quadrature(interpolation):
     distances = bins.spacing_to_euclidean_fn(torch.from_numpy(knots).float()[None]).double().numpy()[0]
     expected_depth = (weights * (distances[1:] + distances[:-1]) / 2).sum() / weights.sum()
     assert outputs["accumulation"].item() == pytest.approx(1 - transmittance[-1], rel=1e-5)
-    assert outputs["depth"].item() == pytest.approx(expected_depth, rel=1e-5)
-    assert 3.0 < outputs["depth"].item() < 4.2
+    midpoints = (distances[1:] + distances[:-1]) / 2
+    median_depth = midpoints[np.argmax(np.cumsum(weights) >= 0.5)]
+    assert outputs["expected_depth"].item() == pytest.approx(expected_depth, rel=1e-5)
+    assert outputs["depth"].item() == pytest.approx(median_depth, rel=1e-5)
+    assert 3.0 < outputs["depth"].item() < 4.2 and outputs["depth"].item() != pytest.approx(expected_depth, rel=1e-3)
 
 
 @pytest.mark.parametrize("mode, draws", [("train", 1), ("eval", 3)])
@@ -482,11 +486,11 @@ def test_ns_train_eval_render_end_to_end(tiny_scene, tmp_path):
 
     run_cli(
         ["ns-render", "dataset", "--load-config", config, "--output-path", tmp_path / "renders"]
-        + ["--split", "test", "--rendered-output-names", "rgb", "depth"],
+        + ["--split", "test", "--rendered-output-names", "rgb", "depth", "expected_depth"],
         timeout=300,
     )
     images = sorted((tmp_path / "renders").rglob("*.png")) + sorted((tmp_path / "renders").rglob("*.jpg"))
-    assert len(images) == 6, images
+    assert len(images) == 9, images
 
 
 def level_quantiles(model, ray_bundle):
