@@ -10,7 +10,8 @@ reads every import and enforces this):
 - ``engine``: fixes for nerfstudio's traps (``compat``) and the crash-safe trainer with its loss guard.
 - ``data``: data parsers (LLFF, layout auto-detection) and the synthetic scene generator.
 - ``samplers``: nerfstudio ``Sampler`` adapters of the core (proposal levels, Monte Carlo points). Imports ``core``.
-- ``models``: ``rvs-nerfacto`` and ``rvs-mc``. Imports ``core``, ``samplers``, ``engine``.
+- ``models``: ``rvs-nerfacto`` and ``rvs-mc``. Imports ``core``, ``samplers``, ``engine``, ``data`` (the metadata
+  that parsers hand to models).
 - ``method_configs``: the entry points that every ``ns-*`` command imports; cheap, and never imports
   ``nerfstudio.configs.method_configs``. Imports ``models``, ``data``, ``engine``.
 

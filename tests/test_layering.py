@@ -20,7 +20,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "engine": set(),
     "data": set(),
     "samplers": {"core"},
-    "models": {"core", "samplers", "engine"},
+    "models": {"core", "samplers", "engine", "data"},
     "method_configs": {"models", "data", "engine"},
     "tools": set(SUBPACKAGES),
 }

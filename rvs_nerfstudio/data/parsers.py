@@ -5,7 +5,9 @@
   the scene scaled by its depth bounds and, like every nerfstudio scene, rendered without NDC.
 - :class:`AutoDataParserConfig` (``auto-data``) picks the parser from the files in ``--data``:
   ``transforms.json`` (nerfstudio), ``transforms_train.json`` (Blender, white background),
-  ``poses_bounds.npy`` (LLFF), ``sparse/0`` or ``colmap/sparse/0`` (COLMAP), in this order.
+  ``poses_bounds.npy`` (LLFF), ``sparse/0`` or ``colmap/sparse/0`` (COLMAP), in this order. Where the
+  parser composites RGBA images onto a colour (Blender: white), its outputs' metadata say so under
+  :data:`BACKGROUND_METADATA_KEY`, so that models can render that background without a flag.
 
 Parsers only read the data folder. Problems with the data raise :class:`DataError`, one line that
 ``ns-*`` commands print without a traceback before exiting with status 1.
@@ -40,6 +42,10 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_interval
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+
+
+BACKGROUND_METADATA_KEY = "background_color"
+"""Metadata key of :class:`AutoDataParser`'s outputs: the RGB colour [3] the images were composited on."""
 
 
 class DataError(SystemExit):
@@ -251,9 +257,25 @@ class AutoDataParserConfig(DataParserConfig):
             "subcommand, e.g. nerfstudio-data"
         )
 
-    def setup(self, **kwargs) -> DataParser:
-        """The detected format's parser."""
-        return self.detect().setup(**kwargs)
+    def setup(self, **kwargs) -> "AutoDataParser":
+        """The detected format's parser, wrapped so that its outputs name the background colour of the data."""
+        return AutoDataParser(self, self.detect().setup(**kwargs))
+
+
+class AutoDataParser(DataParser):
+    """The detected format's ``parser``; outputs whose images are composited onto ``alpha_color`` also carry it
+    in their metadata (:data:`BACKGROUND_METADATA_KEY`), which nerfstudio hands to the model."""
+
+    def __init__(self, config: AutoDataParserConfig, parser: DataParser) -> None:
+        super().__init__(config)
+        self.parser = parser
+        self.includes_time = parser.includes_time
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        outputs = self.parser.get_dataparser_outputs(split, **kwargs)
+        if outputs.alpha_color is None:
+            return outputs
+        return dataclasses.replace(outputs, metadata={**outputs.metadata, BACKGROUND_METADATA_KEY: outputs.alpha_color})
 
 
 llff_data = DataParserSpecification(

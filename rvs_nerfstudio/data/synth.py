@@ -2,7 +2,7 @@
 
 Every pixel is ray traced analytically in numpy (ray-sphere, ray-box and ray-plane intersections,
 nearest hit wins), so the geometry (``render`` returns the exact hit distance) and the colour of any
-ray are known exactly. World axes are z-up for ``"object"`` and y-up for ``"forward"``.
+ray are known exactly. World axes are z-up for ``"object"`` and ``"unbounded"``, y-up for ``"forward"``.
 
 - ``"object"``: a 360° object-centric scene inside [-1, 1]^3 on a pure white background: a large
   sphere with a checker texture in spherical coordinates, a smaller solid blue sphere and a green
@@ -12,6 +12,11 @@ ray are known exactly. World axes are z-up for ``"object"`` and y-up for ``"forw
   every view) with a striped sphere, a checkered box and a checkered sphere at depths ~2-5 in
   front of it. Cameras sit at random points of a disc of radius 0.5 in the plane z = 0 and all look
   towards -z (at slightly jittered points near (0, 0, -4)).
+- ``"unbounded"``: an unbounded 360° scene like mip-NeRF 360's garden: a checkered sphere and box
+  at the centre of a checkered ground plane (z = 0), a ring of six pillars at radius 7, three large
+  spheres 20-26 away, all under a sky dome of radius 80 that shows a real photograph (matplotlib's
+  ``grace_hopper.jpg``, repeated around the horizon, unlit). Cameras circle the centre at radius
+  2.6-3.4 and height 0.7-1.3 and look at it (jittered), so rays end anywhere from about 1 to 80 away.
 
 Three layouts are written, all with the same ground truth (``ground_truth.json``):
 
@@ -33,6 +38,7 @@ of view; poses are camera-to-world matrices in the OpenGL/Blender convention ner
 pixel centre (j + 0.5, i + 0.5).
 """
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -45,7 +51,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import track
 
-SceneName = Literal["object", "forward"]
+SceneName = Literal["object", "forward", "unbounded"]
 Layout = Literal["nerfstudio", "llff", "blender"]
 Vec3 = tuple[float, float, float]
 
@@ -155,11 +161,52 @@ class Plane:
         return _checker(np.floor(in_plane / self.cell).sum(axis=1), self.colors)
 
 
+@functools.lru_cache(maxsize=None)
+def photo(name: str) -> np.ndarray:
+    """One of matplotlib's sample photographs (e.g. ``"grace_hopper.jpg"``) as RGB floats [H, W, 3] in [0, 1]."""
+    from matplotlib import cbook
+
+    with Image.open(cbook.get_sample_data(name, asfileobj=False)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+
+
+@dataclass(frozen=True)
+class Dome:
+    """Sky dome: a sphere seen from inside, showing ``photo`` above its equator (``repeats`` times around it).
+
+    The photograph is mapped by azimuth (columns) and elevation (rows, the top row at the zenith) and is
+    unlit: ``render`` shows its colour as it is.
+    """
+
+    center: Vec3
+    radius: float
+    photo: str
+    repeats: int
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Hit distance [N] of rays from inside (origins [N, 3], unit directions [N, 3]); inf on miss."""
+        return Sphere(self.center, self.radius, ((0, 0, 0), (0, 0, 0))).intersect(o, d)
+
+    def normal(self, p: np.ndarray) -> np.ndarray:
+        """Inward unit normal [N, 3] at surface points [N, 3]."""
+        return (np.asarray(self.center) - p) / self.radius
+
+    def albedo(self, p: np.ndarray) -> np.ndarray:
+        """The photograph's colour [N, 3] at surface points [N, 3] (its bottom row at and below the equator)."""
+        image = photo(self.photo)
+        q = (p - np.asarray(self.center)) / self.radius
+        azimuth = (np.arctan2(q[:, 1], q[:, 0]) / (2 * np.pi) + 0.5) * self.repeats % 1.0
+        elevation = np.arcsin(np.clip(q[:, 2], 0.0, 1.0)) / (np.pi / 2)
+        rows = np.minimum(((1 - elevation) * image.shape[0]).astype(np.int64), image.shape[0] - 1)
+        columns = np.minimum((azimuth * image.shape[1]).astype(np.int64), image.shape[1] - 1)
+        return image[rows, columns]
+
+
 @dataclass(frozen=True)
 class Scene:
     """Primitives, background colour of missed rays and unit direction towards the light."""
 
-    objects: tuple[Sphere | Box | Plane, ...]
+    objects: tuple[Sphere | Box | Plane | Dome, ...]
     background: Vec3
     light: Vec3
 
@@ -189,6 +236,24 @@ SCENES: dict[str, Scene] = {
         background=(0.6, 0.75, 0.95),
         light=tuple(_unit(np.array([0.4, 0.6, 1.0])).tolist()),
     ),
+    "unbounded": Scene(
+        objects=(
+            Plane(2, 0.0, ((0.45, 0.6, 0.3), (0.35, 0.45, 0.25)), 0.5),
+            Sphere((0.0, 0.0, 0.6), 0.6, ((0.9, 0.35, 0.1), (0.95, 0.9, 0.75)), (12, 6)),
+            Box((0.6, -0.9, 0.0), (1.1, -0.4, 0.5), ((0.15, 0.35, 0.9), (0.85, 0.85, 0.9)), 0.25),
+            *(
+                Box((7 * math.cos(a) - 0.5, 7 * math.sin(a) - 0.5, 0.0), (7 * math.cos(a) + 0.5, 7 * math.sin(a) + 0.5, 2.5),
+                    ((0.8, 0.75, 0.6), (0.5, 0.3, 0.25)), 0.5)
+                for a in np.radians([15.0, 75.0, 135.0, 195.0, 255.0, 315.0])
+            ),
+            Sphere((20.0, 8.0, 3.0), 3.0, ((0.3, 0.5, 0.95), (0.9, 0.9, 0.95)), (10, 5)),
+            Sphere((-18.0, 14.0, 4.0), 4.0, ((0.9, 0.2, 0.2), (0.95, 0.85, 0.3)), (8, 4)),
+            Sphere((-6.0, -25.0, 3.5), 3.5, ((0.2, 0.65, 0.35), (0.95, 0.95, 0.85)), (12, 6)),
+            Dome((0.0, 0.0, 0.0), 80.0, "grace_hopper.jpg", 4),
+        ),
+        background=(0.6, 0.75, 0.95),
+        light=tuple(_unit(np.array([0.3, -0.5, 0.8])).tolist()),
+    ),
 }
 """The scenes by name; their geometry is also recorded in ``ground_truth.json``."""
 
@@ -213,6 +278,9 @@ def render(
     for k, obj in enumerate(spec.objects):
         m = hit & (nearest == k)
         p = o[m] + depth[m, None] * d[m]
+        if isinstance(obj, Dome):
+            rgb[m] = obj.albedo(p)
+            continue
         n = obj.normal(p)
         n = np.where(np.einsum("ij,ij->i", n, d[m])[:, None] > 0, -n, n)
         diffuse = np.clip(n @ light, 0.0, None)
@@ -232,7 +300,7 @@ class SynthConfig:
     output: Path = Path("data/rvs-synth/object")
     """Folder to write (the layout's images and camera files, and ground_truth.json)."""
     scene: SceneName = "object"
-    """Scene: 360° object-centric 'object' or LLFF-like forward-facing 'forward'."""
+    """Scene: 360° object-centric 'object', LLFF-like forward-facing 'forward', or 360° 'unbounded' (near to far)."""
     layout: Layout = "nerfstudio"
     """Files to write: nerfstudio (transforms.json), llff (poses_bounds.npy) or blender (transforms_{split}.json)."""
     llff_factors: tuple[int, ...] = (2, 4)
@@ -286,6 +354,12 @@ def camera_poses(config: SynthConfig) -> tuple[np.ndarray, np.ndarray, Intrinsic
             [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)], -1
         )
         c2w = look_at(positions, np.zeros((n, 3)), np.array([0.0, 0.0, 1.0]))
+    elif config.scene == "unbounded":
+        azimuth = rng.uniform(0.0, 2 * np.pi, n)
+        radius = rng.uniform(2.6, 3.4, n)
+        positions = np.stack([radius * np.cos(azimuth), radius * np.sin(azimuth), rng.uniform(0.7, 1.3, n)], -1)
+        targets = np.array([0.0, 0.0, 0.9]) + rng.normal(0.0, 0.3, (n, 3))
+        c2w = look_at(positions, targets, np.array([0.0, 0.0, 1.0]))
     else:
         radius = 0.5 * np.sqrt(rng.uniform(0.0, 1.0, n))
         angle = rng.uniform(0.0, 2 * np.pi, n)

@@ -25,7 +25,9 @@ from tyro.conf import Suppress
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.model_components.renderers import BackgroundColor, RGBRenderer
 from nerfstudio.viewer.viewer_elements import ViewerSlider
+from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 
@@ -43,10 +45,11 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     """K for evaluation and rendering; None uses num-radiance-samples."""
     eval_num_draws: int = 1
     """Independent draws of K points averaged per pixel at evaluation (1: deterministic midpoints; more: fixed seed)."""
-    background_color: Literal["random", "last_sample", "black", "white"] = "random"
-    """Colour behind the density, weighted 1 - y_f. "random" in training makes the density explain every pixel.
-    "last_sample" (nerfacto's default) is the radiance at the last of the K points, in the spline's last quantile
-    stratum: no extra radiance call, but it lets colour stand in for geometry (worse in rvs-bench)."""
+    background_color: Literal["auto", "random", "last_sample", "black", "white"] = "auto"
+    """Colour behind the density, weighted 1 - y_f. "auto": the colour the data parser composited RGBA images on
+    (auto-data on Blender scenes: white, as in the paper), else "random". "random" in training makes the density
+    explain every pixel. "last_sample" (nerfacto's default) is the radiance at the last of the K points, in the
+    spline's last quantile stratum: no extra radiance call, but it lets colour stand in for geometry."""
     use_distortion_loss: bool = True
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the final density spline's intervals."""
     # Nerfacto knobs with no meaning here (K replaces the nerf samples; the radiance field's density, normals
@@ -72,6 +75,7 @@ class RVSMonteCarloModel(RVSNerfactoModel):
     def populate_modules(self) -> None:
         super().populate_modules()
         config = self.config
+        self.renderer_rgb = RGBRenderer(background_color=self.background_color())
         self.proposal_sampler = RVSMonteCarloSampler(
             num_proposal_samples_per_ray=config.num_proposal_samples_per_ray,
             num_radiance_samples=config.num_radiance_samples,
@@ -93,6 +97,13 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             cb_hook=lambda slider: self.set_eval_num_radiance_samples(int(slider.value)),
             hint="Radiance-field evaluations per ray for rendering and evaluation; training keeps num-radiance-samples.",
         )
+
+    def background_color(self) -> BackgroundColor:
+        """The configured background colour, with "auto" resolved from the data's metadata (see the config)."""
+        if self.config.background_color != "auto":
+            return self.config.background_color
+        composited_on = self.kwargs.get("metadata", {}).get(BACKGROUND_METADATA_KEY)
+        return "random" if composited_on is None else composited_on.float()
 
     def set_eval_num_radiance_samples(self, num_radiance_samples: int) -> None:
         """Sets K for evaluation and rendering (the viewer's slider calls this); training's K is unchanged."""

@@ -23,6 +23,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from rvs_nerfstudio.data.parsers import (
+    BACKGROUND_METADATA_KEY,
     AutoDataParserConfig,
     DataError,
     LLFFDataParser,
@@ -215,6 +216,41 @@ def test_blender_layout_is_detected_and_composited_on_white(blender_scene):
         image = dataset[i]["image"].double().numpy()
         np.testing.assert_allclose(image, rgb.reshape(image.shape), atol=1 / 255 + 1e-6)
         np.testing.assert_array_equal(image[~hit], 1.0)
+    # Through auto-data, the outputs tell the model the white the images were composited on.
+    metadata = AutoDataParserConfig(data=blender_scene).setup().get_dataparser_outputs("train").metadata
+    torch.testing.assert_close(metadata[BACKGROUND_METADATA_KEY], torch.ones(3))
+
+
+def test_auto_data_names_no_background_for_rgb_images(tmp_path):
+    scene = generate_scene(SynthConfig(output=tmp_path / "ns", resolution=8, num_train=2, num_test=1))
+    assert BACKGROUND_METADATA_KEY not in AutoDataParserConfig(data=scene).setup().get_dataparser_outputs("train").metadata
+
+
+@pytest.mark.parametrize("layout", ["nerfstudio", "blender", "llff"])
+def test_unbounded_scene_round_trips_through_every_layout(tmp_path, layout):
+    """Each parsed training camera, taken back to the generator's world, is one of the generator's cameras, and
+    its rays see the image's pixels there (the photo sky ~80 away included)."""
+    options = dict(scene="unbounded", layout=layout, resolution=32, num_train=9, num_test=2)
+    parser = AutoDataParserConfig(data=generate_scene(SynthConfig(output=tmp_path / layout, **options))).setup()
+    outputs = parser.get_dataparser_outputs("train")
+    train_poses, test_poses, _ = camera_poses(SynthConfig(**options))
+    poses = np.concatenate([train_poses, test_poses])
+    dataset = InputDataset(outputs)
+    assert len(dataset) == 9  # LLFF holds out views 0 and 8 of the 11 instead of the 2 test views
+    cameras = outputs.cameras
+    for i in range(len(dataset)):
+        c2w = cameras.camera_to_worlds[i].double().numpy()
+        (centre,), (view,) = _to_generator_world(c2w[None, :, 3], -c2w[None, :, 2], outputs)
+        match = np.linalg.norm(poses[:, :3, 3] - centre, axis=1).argmin()
+        np.testing.assert_allclose(centre, poses[match, :3, 3], atol=1e-4)
+        np.testing.assert_allclose(view, -poses[match, :3, 2], atol=1e-5)
+        rays = cameras.generate_rays(camera_indices=i)
+        origins, directions = (x.reshape(-1, 3).double().numpy() for x in (rays.origins, rays.directions))
+        rgb, depth, hit = render("unbounded", *_to_generator_world(origins, directions, outputs))
+        assert hit.all() and depth.max() > 60
+        image = dataset[i]["image"].double().numpy()
+        error = np.abs(image - rgb.reshape(image.shape)).max(axis=-1)
+        assert (error <= 1 / 255 + 1e-6).mean() > 0.97
 
 
 def test_auto_detects_each_layout(tmp_path, llff_scene, blender_scene):
@@ -242,7 +278,7 @@ def test_auto_detects_each_layout(tmp_path, llff_scene, blender_scene):
     assert llff.detect().downscale_factor == 2  # the nested options are kept
     assert llff.llff.data == Path("ignored")  # and the auto config itself is left as it was
     parser = llff.setup()
-    assert isinstance(parser, LLFFDataParser)
+    assert isinstance(parser.parser, LLFFDataParser)
     assert len(parser.get_dataparser_outputs("train").image_filenames) == 15
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rvs_nerfstudio.data.synth import SynthConfig, camera_poses, entrypoint, generate_scene, render
+from rvs_nerfstudio.data.synth import SynthConfig, camera_poses, entrypoint, generate_scene, pixel_rays, render
 
 SMALL = dict(resolution=24, num_train=6, num_test=2)
 
@@ -217,3 +217,34 @@ def test_entrypoint_writes_and_summarises(tmp_path, monkeypatch, capsys):
     assert "2 train + 1 test" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "images").iterdir()) == ["test_000.png", "train_000.png", "train_001.png"]
     assert Image.open(out / "images" / "train_000.png").size == (8, 8)
+
+
+def test_unbounded_scene_spans_near_to_far_under_a_photo_sky():
+    """Cameras circle the centre inside the scene; their rays end from about 1 to 80 away, and rays that reach the
+    dome show the photograph: the pixel at the hit point's azimuth (4 repeats) and elevation, unlit."""
+    config = SynthConfig(scene="unbounded", resolution=32, num_train=12, num_test=2)
+    train, _, intrinsics = camera_poses(config)
+    radii = np.linalg.norm(train[:, :2, 3], axis=1)
+    assert (radii > 2.5).all() and (radii < 3.5).all() and (train[:, 2, 3] > 0.6).all()
+    depths = []
+    for c2w in train:
+        _, depth, hit = render("unbounded", *pixel_rays(c2w, intrinsics))
+        assert hit.all()  # no background colour: the dome and the ground close the scene
+        depths.append(depth)
+    depths = np.concatenate(depths)
+    assert depths.min() < 2.0 and depths.max() > 79.0 and ((depths > 5) & (depths < 30)).mean() > 0.05
+
+    from matplotlib import cbook
+
+    photo = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")) / 255
+    origin = np.array([[0.0, 0.0, 1.5]])
+    for azimuth_deg, elevation_deg in [(-170.0, 40.0), (10.0, 70.0), (100.0, 20.0)]:
+        azimuth, elevation = np.radians(azimuth_deg), np.radians(elevation_deg)
+        direction = np.array([[np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]])
+        rgb, depth, _ = render("unbounded", origin, direction)
+        point = origin + depth[:, None] * direction
+        assert np.linalg.norm(point) == pytest.approx(80.0)
+        hit_azimuth = (np.arctan2(point[0, 1], point[0, 0]) / (2 * np.pi) + 0.5) * 4 % 1
+        hit_elevation = np.arcsin(point[0, 2] / 80.0) / (np.pi / 2)
+        row, column = int((1 - hit_elevation) * photo.shape[0]), int(hit_azimuth * photo.shape[1])
+        np.testing.assert_allclose(rgb[0], photo[row, column])

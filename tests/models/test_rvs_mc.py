@@ -13,12 +13,16 @@ from scipy import stats
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.utils.eval_utils import eval_setup
 from rvs_nerfstudio.core import spline
+from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
+from rvs_nerfstudio.data.synth import SynthConfig, generate_scene
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 from rvs_nerfstudio.samplers.proposal import spline_from_bins
-from tests.helpers import build_model, preset_flags, resampled_quantiles, run_cli, training_pass
+from tests.helpers import TINY_FIELD, build_model, preset_flags, resampled_quantiles, run_cli, train, training_pass
 
 CAMERA_Z = 3.0
 """The constructed ray starts at (0, 0, CAMERA_Z) and looks down -z, so its distance is t = CAMERA_Z - z."""
@@ -434,6 +438,38 @@ def test_impossible_options_are_rejected(overrides, message):
 
 
 # --- Training and the real CLIs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, metadata, expected",
+    [
+        ("auto", {BACKGROUND_METADATA_KEY: torch.ones(3)}, [1.0, 1.0, 1.0]),  # Blender through auto-data
+        ("auto", {BACKGROUND_METADATA_KEY: torch.tensor([0.2, 0.4, 0.6])}, [0.2, 0.4, 0.6]),
+        ("auto", {}, [0.0, 0.0, 0.0]),  # RGB data: random in training, rendered as on black
+        ("black", {BACKGROUND_METADATA_KEY: torch.ones(3)}, [0.0, 0.0, 0.0]),  # an explicit value wins
+    ],
+)
+def test_background_follows_the_data_unless_set(option, metadata, expected):
+    """In evaluation, a ray with no opacity renders the background: the data's colour under "auto"."""
+    torch.manual_seed(0)
+    config = RVSMonteCarloModelConfig(**{**TINY_FIELD, "background_color": option})
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = config.setup(scene_box=scene_box, num_train_data=4, metadata=metadata).eval()
+    rendered = model.renderer_rgb(rgb=torch.rand(2, 8, 3), weights=torch.zeros(2, 8, 1))
+    torch.testing.assert_close(rendered, torch.tensor([expected] * 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, expected", [([], [1.0, 1.0, 1.0]), (["--pipeline.model.background-color", "black"], "black")])
+def test_ns_train_on_a_blender_scene_renders_on_white_unless_told(tmp_path, flags, expected):
+    scene = generate_scene(SynthConfig(output=tmp_path / "lego", scene="object", layout="blender", resolution=16, num_train=3, num_test=1))
+    config = train("rvs-mc", scene, tmp_path / "runs", 2, *flags)
+    _, pipeline, _, _ = eval_setup(config, test_mode="test")
+    background = pipeline.model.renderer_rgb.background_color
+    if isinstance(expected, str):
+        assert background == expected
+    else:
+        torch.testing.assert_close(background.cpu(), torch.tensor(expected))
 
 
 def test_method_is_registered_with_its_cli_options():
