@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Type
@@ -231,6 +232,9 @@ class AutoDataParserConfig(DataParserConfig):
     """Options for a folder with transforms.json (its data is always the data above)."""
     blender: BlenderDataParserConfig = field(default_factory=BlenderDataParserConfig)
     """Options for a folder with transforms_train.json: white background as in the paper (data is the one above)."""
+    blender_fit_cameras: bool = True
+    """Scale a Blender scene so that its training cameras fit in [-1, 1]^3, as nerfstudio-data does; its scale-factor
+    is then replaced. Without it, results depend on the world scale the scene was made in (README, Decisions)."""
     llff: LLFFDataParserConfig = field(default_factory=LLFFDataParserConfig)
     """Options for a folder with poses_bounds.npy (its data is always the data above)."""
     colmap: ColmapDataParserConfig = field(default_factory=ColmapDataParserConfig)
@@ -247,6 +251,8 @@ class AutoDataParserConfig(DataParserConfig):
         ]
         for name, config in candidates:
             if (self.data / name).is_file():
+                if config is self.blender and self.blender_fit_cameras:
+                    return dataclasses.replace(config, data=self.data, scale_factor=self.blender_camera_fit())
                 return dataclasses.replace(config, data=self.data)
         for colmap_path in (Path("sparse/0"), Path("colmap/sparse/0")):
             if (self.data / colmap_path).is_dir():
@@ -256,6 +262,18 @@ class AutoDataParserConfig(DataParserConfig):
             "poses_bounds.npy (llff), sparse/0 or colmap/sparse/0 (colmap); name the format with a dataparser "
             "subcommand, e.g. nerfstudio-data"
         )
+
+    def blender_camera_fit(self) -> float:
+        """The scale that brings the largest camera-centre coordinate of transforms_train.json to 1."""
+        path = self.data / "transforms_train.json"
+        try:
+            centres = np.array([frame["transform_matrix"] for frame in json.loads(path.read_text())["frames"]])[:, :3, 3]
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            raise DataError(f"auto-data: cannot read the camera poses of {path} ({error!r}); fix or regenerate the file")
+        extent = np.abs(centres).max() if centres.size else 0.0
+        if not np.isfinite(centres).all() or extent == 0:
+            raise DataError(f"auto-data: the cameras of {path} are not finite or all at the origin; fix their poses")
+        return float(1.0 / extent)
 
     def setup(self, **kwargs) -> "AutoDataParser":
         """The detected format's parser, wrapped so that its outputs name the background colour of the data."""

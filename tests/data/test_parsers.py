@@ -221,6 +221,48 @@ def test_blender_layout_is_detected_and_composited_on_white(blender_scene):
     torch.testing.assert_close(metadata[BACKGROUND_METADATA_KEY], torch.ones(3))
 
 
+def scaled_copy(scene: Path, target: Path, factor: float) -> Path:
+    """A copy of a Blender-layout scene with every camera centre ``factor`` times as far from the origin."""
+    shutil.copytree(scene, target)
+    for split in ("train", "val", "test"):
+        path = target / f"transforms_{split}.json"
+        meta = json.loads(path.read_text())
+        for frame in meta["frames"]:
+            for row in frame["transform_matrix"][:3]:
+                row[3] *= factor
+        path.write_text(json.dumps(meta))
+    return target
+
+
+def test_blender_cameras_are_fitted_to_the_unit_cube_whatever_the_world_scale(tmp_path, blender_scene):
+    """auto-data gives the same cameras for the scene at world scales 1 and 4: the largest training camera
+    coordinate is 1 (nerfstudio-data's auto-scale). Without the fit the cameras keep the world scale."""
+    far = scaled_copy(blender_scene, tmp_path / "x4", 4.0)
+    train_poses, test_poses, _ = camera_poses(SynthConfig(**BLENDER))
+    extent = np.abs(train_poses[:, :3, 3]).max()
+    fitted = {}
+    for name, data in (("x1", blender_scene), ("x4", far)):
+        parser = AutoDataParserConfig(data=data).setup()
+        fitted[name] = [parser.get_dataparser_outputs(split) for split in ("train", "test")]
+        unfitted = AutoDataParserConfig(data=data, blender_fit_cameras=False).setup().get_dataparser_outputs("train")
+        world = 4.0 if name == "x4" else 1.0
+        np.testing.assert_allclose(unfitted.cameras.camera_to_worlds[:, :, 3].numpy(), world * train_poses[:, :3, 3], rtol=1e-5)
+    for split, poses in enumerate((train_poses, test_poses)):
+        for name, world in (("x1", 1.0), ("x4", 4.0)):
+            outputs = fitted[name][split]
+            np.testing.assert_allclose(outputs.cameras.camera_to_worlds[:, :, 3].numpy(), poses[:, :3, 3] / extent, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(outputs.cameras.camera_to_worlds[:, :, :3].numpy(), poses[:, :3, :3], atol=1e-6)
+            assert outputs.dataparser_scale == pytest.approx(1 / (world * extent))
+
+
+def test_blender_cameras_that_cannot_be_fitted_fail_in_one_line(tmp_path, blender_scene):
+    broken = shutil.copytree(blender_scene, tmp_path / "broken")
+    (broken / "transforms_train.json").write_text('{"frames": [{"transform_matrix": "oops"}]}')
+    with pytest.raises(DataError, match="^auto-data: cannot read the camera poses of .*transforms_train.json") as error:
+        AutoDataParserConfig(data=broken).setup()
+    assert "\n" not in str(error.value)
+
+
 def test_auto_data_names_no_background_for_rgb_images(tmp_path):
     scene = generate_scene(SynthConfig(output=tmp_path / "ns", resolution=8, num_train=2, num_test=1))
     assert BACKGROUND_METADATA_KEY not in AutoDataParserConfig(data=scene).setup().get_dataparser_outputs("train").metadata
