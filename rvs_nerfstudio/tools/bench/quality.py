@@ -11,7 +11,8 @@ rendered ray (counted during the final evaluation), and peak memory (CUDA alloca
 process's peak RSS on a CPU).
 
 Scenes come from :mod:`rvs_nerfstudio.data.synth` (seed 0), generated on the fly into the output folder: ``object``
-(360°, white background) and ``forward`` (forward-facing, content at several depths). ``--seeds`` vary training
+(360°, white background), ``forward`` (forward-facing, content at several depths) and ``unbounded`` (360°, content
+from about 1 to 80 away under a photo sky). ``--seeds`` vary training
 only (initial weights, ray batches, jitter); several seeds give the mean ± standard deviation.
 
 Writes ``quality.json`` (every number, date, hardware, command), ``quality.md`` (the tables for the README) and
@@ -46,10 +47,10 @@ class QualityConfig:
     """Train nerfacto, rvs-nerfacto and rvs-mc side by side on synthetic scenes; tabulate quality and cost."""
 
     preset: PresetName = "cpu-small"
-    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 2 scenes in <= 20 min on 2 cores); gpu: nerfacto's full settings, 30000 steps."""
+    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 3 scenes in about 30 min on 2 cores); gpu: nerfacto's full settings, 30000 steps."""
     methods: Tuple[str, ...] = ("nerfacto", "rvs-nerfacto", "rvs-mc:K=8")
     """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'."""
-    scenes: Tuple[SceneName, ...] = ("object", "forward")
+    scenes: Tuple[SceneName, ...] = ("object", "forward", "unbounded")
     """Synthetic scenes, generated deterministically into OUTPUT/scenes."""
     steps: Optional[int] = None
     """Training steps per run (default: 600 for cpu-small, 30000 for gpu)."""
