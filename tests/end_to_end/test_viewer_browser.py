@@ -49,10 +49,17 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Polls ``check`` until it returns something other than None or False; fails naming ``what`` after ``timeout`` s."""
+    """Polls ``check`` until it returns something other than None or False; fails naming ``what`` after ``timeout`` s.
+
+    A check that reads an element the page has just re-rendered (selenium's stale element) is polled again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = check()
+        try:
+            result = check()
+        except StaleElementReferenceException:
+            result = None
         if result is not None and result is not False:
             return result
         time.sleep(interval)
