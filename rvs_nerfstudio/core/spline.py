@@ -227,7 +227,7 @@ def sample(
         local_density = density
         x = -offset / density.clamp_min(tiny)
     x = torch.minimum(x.clamp_min(0), width)
-    if gradient_floor > 0:
+    if gradient_floor > 0 and x.requires_grad:  # nothing to bound without a backward pass (e.g. evaluation)
         # g(t_k) = σ̂(t_k) T(t_k) / y_f, with T(t_k) = exp(-S*); the offset's gradient is scaled by g / max(g, ε/L).
         sample_density = local_density * torch.exp(-target) / (-torch.expm1(-total)).clamp_min(tiny)
         floor = gradient_floor / (knots[..., -1:] - knots[..., :1]).clamp_min(tiny)
@@ -244,7 +244,7 @@ class _ScaleGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:
         ctx.save_for_backward(scale)
-        return x.clone()
+        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:

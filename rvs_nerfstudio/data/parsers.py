@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Type
@@ -43,6 +42,7 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_interval
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+from nerfstudio.utils.io import load_from_json
 
 
 BACKGROUND_METADATA_KEY = "background_color"
@@ -267,7 +267,7 @@ class AutoDataParserConfig(DataParserConfig):
         """The scale that brings the largest camera-centre coordinate of transforms_train.json to 1."""
         path = self.data / "transforms_train.json"
         try:
-            centres = np.array([frame["transform_matrix"] for frame in json.loads(path.read_text())["frames"]])[:, :3, 3]
+            centres = np.array([frame["transform_matrix"] for frame in load_from_json(path)["frames"]])[:, :3, 3]
         except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
             raise DataError(f"auto-data: cannot read the camera poses of {path} ({error!r}); fix or regenerate the file")
         extent = np.abs(centres).max() if centres.size else 0.0

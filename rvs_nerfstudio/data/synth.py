@@ -69,6 +69,16 @@ def _checker(index: np.ndarray, colors: tuple[Vec3, Vec3]) -> np.ndarray:
     return np.where(odd[:, None], np.asarray(colors[1]), np.asarray(colors[0]))
 
 
+def _sphere_hits(center: Vec3, radius: float, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Nearest hit distance [N] of a sphere (from outside or inside; inf on miss) for origins and unit directions [N, 3]."""
+    oc = o - np.asarray(center)
+    b = np.einsum("ij,ij->i", oc, d)
+    disc = b * b - (np.einsum("ij,ij->i", oc, oc) - radius**2)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    t = np.where(-b - root > EPS, -b - root, -b + root)
+    return np.where((disc >= 0) & (t > EPS), t, np.inf)
+
+
 @dataclass(frozen=True)
 class Sphere:
     """Sphere with a checker of ``cells`` (longitude, latitude) cells in spherical coordinates."""
@@ -80,12 +90,7 @@ class Sphere:
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Nearest hit distance [N] (inf on miss) for origins [N, 3] and unit directions [N, 3]."""
-        oc = o - np.asarray(self.center)
-        b = np.einsum("ij,ij->i", oc, d)
-        disc = b * b - (np.einsum("ij,ij->i", oc, oc) - self.radius**2)
-        root = np.sqrt(np.maximum(disc, 0.0))
-        t = np.where(-b - root > EPS, -b - root, -b + root)
-        return np.where((disc >= 0) & (t > EPS), t, np.inf)
+        return _sphere_hits(self.center, self.radius, o, d)
 
     def normal(self, p: np.ndarray) -> np.ndarray:
         """Outward unit normal [N, 3] at surface points [N, 3]."""
@@ -185,7 +190,7 @@ class Dome:
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Hit distance [N] of rays from inside (origins [N, 3], unit directions [N, 3]); inf on miss."""
-        return Sphere(self.center, self.radius, ((0, 0, 0), (0, 0, 0))).intersect(o, d)
+        return _sphere_hits(self.center, self.radius, o, d)
 
     def normal(self, p: np.ndarray) -> np.ndarray:
         """Inward unit normal [N, 3] at surface points [N, 3]."""
