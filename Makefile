@@ -2,7 +2,7 @@
 #   make demo   creates .venv, installs, trains rvs-nerfacto on the built-in synthetic scene, prints ns-eval metrics
 #   make test   creates .venv, installs, runs the whole test suite (what CI runs)
 #   make mutants  mutation testing of the sampling core, samplers and models with mutmut; prints the survivors
-#                 (slow: 1.5 to 2 hours on one core; not run in CI; see mutation/README.md)
+#                 (slow: about 1 hour on one core; not run in CI; see mutation/README.md)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

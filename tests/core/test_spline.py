@@ -363,6 +363,20 @@ def test_gradient_floor_acts_only_where_the_exact_gradient_exceeds_the_bound():
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_floored_gradient_does_not_depend_on_where_the_ray_starts(interpolation):
+    """Shifting every knot by 5 moves each sample by 5 and leaves ∂t/∂log s unchanged, floored entries included:
+    the floor ε/L uses the spline's length L = t_m - t_0, not a position."""
+    knots, densities = (torch.tensor(x, dtype=torch.float64) for x in FLOOR_CASES["surface_gap"])
+    u = torch.cat([FLOOR_U, gap_quantile(interpolation, 1e-5)])
+    at_zero, shifted = (log_density_jacobian(knots + shift, densities, u, interpolation) for shift in (0.0, 5.0))
+    exact = log_density_jacobian(knots, densities, u, interpolation, gradient_floor=0.0)
+    if interpolation == "linear":
+        assert (at_zero != exact).any()  # the floor acts on this ray
+    torch.testing.assert_close(shifted, at_zero, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(spline.sample(knots + 5.0, densities, u, interpolation), spline.sample(knots, densities, u, interpolation) + 5.0)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 def test_zero_density_gives_uniform_samples(interpolation):
     knots = torch.tensor([0.5, 1.0, 2.5, 4.5])
     samples = spline.sample(knots, torch.zeros(4), EDGE_U, interpolation)
@@ -479,6 +493,8 @@ def test_stratified_u_stays_in_strata(jitter):
     # Different rays get different offsets, covering [0, 1) roughly uniformly.
     assert stats.kstest(xi[..., 0].ravel().numpy(), "uniform").pvalue > 1e-3
     assert torch.equal(u, draw())  # reproducible with a seeded generator
+    # The offsets are drawn in float64, not float32 then widened (every float32 value survives the round trip).
+    assert (xi.float().double() != xi).float().mean() > 0.99
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -446,6 +446,7 @@ def test_impossible_options_are_rejected(overrides, message):
         ("auto", {BACKGROUND_METADATA_KEY: torch.ones(3)}, [1.0, 1.0, 1.0]),  # Blender through auto-data
         ("auto", {BACKGROUND_METADATA_KEY: torch.tensor([0.2, 0.4, 0.6])}, [0.2, 0.4, 0.6]),
         ("auto", {}, [0.0, 0.0, 0.0]),  # RGB data: random in training, rendered as on black
+        ("auto", None, [0.0, 0.0, 0.0]),  # a model built without metadata (nerfstudio's Model does not need it)
         ("black", {BACKGROUND_METADATA_KEY: torch.ones(3)}, [0.0, 0.0, 0.0]),  # an explicit value wins
     ],
 )
@@ -454,7 +455,8 @@ def test_background_follows_the_data_unless_set(option, metadata, expected):
     torch.manual_seed(0)
     config = RVSMonteCarloModelConfig(**{**TINY_FIELD, "background_color": option})
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    model = config.setup(scene_box=scene_box, num_train_data=4, metadata=metadata).eval()
+    model = config.setup(scene_box=scene_box, num_train_data=4, **({} if metadata is None else {"metadata": metadata}))
+    model.eval()
     rendered = model.renderer_rgb(rgb=torch.rand(2, 8, 3), weights=torch.zeros(2, 8, 1))
     torch.testing.assert_close(rendered, torch.tensor([expected] * 2))
 

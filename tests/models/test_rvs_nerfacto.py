@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+from rvs_nerfstudio.engine.trainer import TrainingStopped
+from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.proposal import along_rays
 from tests.helpers import OfflineNerfactoConfig, build_model, resampled_quantiles, training_pass
@@ -171,3 +175,26 @@ def test_uniform_initial_sampler_option_is_honoured(ray_bundle, model_name):
     widths = (levels[0].frustums.ends - levels[0].frustums.starts)[..., 0]
     expected = (bundle.fars - bundle.nears) / 32
     torch.testing.assert_close(widths, expected.expand_as(widths), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("config_class", [RVSNerfactoModelConfig, RVSMonteCarloModelConfig])
+def test_training_callbacks_tell_the_loss_guard_each_step_before_its_iteration(ray_bundle, config_class):
+    """The trainer runs the callbacks around each iteration; a non-finite loss then names the step it happened in."""
+    model = build_model(config_class)
+    attributes = TrainingCallbackAttributes(optimizers=None, grad_scaler=None, pipeline=None, trainer=None)
+    callbacks = model.get_training_callbacks(attributes)
+
+    def run_callbacks(step: int, location: TrainingCallbackLocation) -> None:
+        for callback in callbacks:
+            callback.run_callback_at_location(step, location=location)
+
+    run_callbacks(6, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    finite_loss = sum(loss.item() for loss in training_pass(model, ray_bundle)[1].values())
+    run_callbacks(6, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    run_callbacks(7, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    with pytest.raises(TrainingStopped) as stopped:
+        training_pass(model, ray_bundle, target=torch.full((3,), float("nan")))
+    found = re.match(r"Training stopped at step 7: rgb_loss is not finite \(the last finite loss was (\S+) at step 6\)",
+                     str(stopped.value))
+    assert found, stopped.value
+    assert float(found.group(1)) == pytest.approx(finite_loss, rel=1e-5)
