@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 from unittest import mock
 
 import numpy as np
@@ -58,6 +58,10 @@ class EvalCost:
     radiance field (``"radiance"``) were evaluated: counted, not taken from the config."""
     render_rays_per_sec: float = 0.0
     """Rays rendered per second of image rendering alone (nerfstudio's ``num_rays_per_sec`` adds the metrics)."""
+    render_us_per_ray: Dict[str, float] = field(default_factory=dict)
+    """Render time per ray in microseconds by phase: ``"density"`` (the proposal networks, every level),
+    ``"sampling"`` (the rest of the sampler: splines or histograms, inverse CDFs), ``"radiance"`` (the radiance
+    field) and ``"other"`` (renderers, chunking). They add up to the time per rendered ray."""
 
 
 @dataclass
@@ -139,52 +143,65 @@ class _PhaseTimer:
         self.times.proposal_backward += end - split
 
 
-class _EvalMeter:
-    """Wraps a model's proposal networks, radiance field and rendering to count points per ray and time renders."""
+class EvalMeter:
+    """Wraps a model's proposal networks, sampler, radiance field and rendering to count points per ray and to time
+    image renders by phase."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.counts: Optional[Dict[str, float]] = None
+        self.seconds: Dict[str, float] = {}
         proposal_networks = getattr(model, "proposal_networks", [])
         for network in {id(network): network for network in proposal_networks}.values():
-            network.get_density = self._counted(network.get_density, "proposal")  # what density_fn calls
-        model.field.forward = self._counted(model.field.forward, "radiance")
-        model.get_outputs = self._counted(model.get_outputs, "rays")
-        model.get_outputs_for_camera_ray_bundle = self._timed_render(model.get_outputs_for_camera_ray_bundle)
+            network.get_density = self._metered(network.get_density, "proposal")  # what density_fn calls
+        model.proposal_sampler.forward = self._metered(model.proposal_sampler.forward, "sampler")
+        model.field.forward = self._metered(model.field.forward, "radiance")
+        model.get_outputs = self._metered(model.get_outputs, "rays")
+        model.get_outputs_for_camera_ray_bundle = self._metered(model.get_outputs_for_camera_ray_bundle, "rendered_rays")
 
-    def _counted(self, function: Callable, key: str) -> Callable:
-        def counted(*args, **kwargs):
-            if self.counts is not None:
-                samples = args[0] if args else next(iter(kwargs.values()))  # RaySamples or RayBundle
-                self.counts[key] += samples.shape.numel()
-            return function(*args, **kwargs)
+    def _metered(self, function: Callable, key: str) -> Callable:
+        """``function``, counting the points (or rays) of its first argument and timing its calls under ``key``."""
 
-        return counted
+        def metered(*args, **kwargs):
+            if self.counts is None:
+                return function(*args, **kwargs)
+            samples = args[0] if args else next(iter(kwargs.values()))  # RaySamples or RayBundle
+            start = _synchronized_clock(samples)
+            result = function(*args, **kwargs)
+            self.seconds[key] += _synchronized_clock(samples) - start
+            self.counts[key] += samples.shape.numel()
+            return result
 
-    def _timed_render(self, render: Callable) -> Callable:
-        def timed(camera_ray_bundle, *args, **kwargs):
-            start = time.perf_counter()
-            outputs = render(camera_ray_bundle, *args, **kwargs)
-            if camera_ray_bundle.origins.is_cuda:
-                torch.cuda.synchronize()
-            if self.counts is not None:
-                self.counts["render_seconds"] += time.perf_counter() - start
-                self.counts["rendered_rays"] += camera_ray_bundle.shape.numel()
-            return outputs
-
-        return timed
+        return metered
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[EvalCost]:
         """Measures while inside; the yielded ``EvalCost`` is filled in on exit."""
         cost = EvalCost()
-        self.counts = dict.fromkeys(("rays", "proposal", "radiance", "render_seconds", "rendered_rays"), 0.0)
+        keys = ("rays", "proposal", "sampler", "radiance", "rendered_rays")
+        self.counts, self.seconds = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0)
         try:
             yield cost
         finally:
-            counts, self.counts = self.counts, None
-        rays = max(counts["rays"], 1)
+            counts, seconds, self.counts = self.counts, self.seconds, None
+        rays, rendered_rays = max(counts["rays"], 1), max(counts["rendered_rays"], 1)
         cost.field_evals_per_ray = {key: counts[key] / rays for key in ("proposal", "radiance")}
-        cost.render_rays_per_sec = counts["rendered_rays"] / max(counts["render_seconds"], 1e-9)
+        cost.render_rays_per_sec = counts["rendered_rays"] / max(seconds["rendered_rays"], 1e-9)
+        if counts["rendered_rays"]:
+            phases = {
+                "density": seconds["proposal"],
+                "sampling": seconds["sampler"] - seconds["proposal"],
+                "radiance": seconds["radiance"],
+                "other": seconds["rendered_rays"] - seconds["sampler"] - seconds["radiance"],
+            }
+            cost.render_us_per_ray = {phase: 1e6 * value / rendered_rays for phase, value in phases.items()}
+
+
+def _synchronized_clock(samples: Any) -> float:
+    """``time.perf_counter()`` after the work queued on the device of ``samples`` (a RayBundle or RaySamples)."""
+    origins = samples.origins if hasattr(samples, "origins") else samples.frustums.origins
+    if origins.is_cuda:
+        torch.cuda.synchronize(origins.device)
+    return time.perf_counter()
 
 
 @contextlib.contextmanager
@@ -297,7 +314,7 @@ def train(
 
 def _train_and_evaluate(trainer: Trainer, result: RunResult, steps: int, eval_every: int) -> None:
     timer = _PhaseTimer(trainer.pipeline.model, result.times)
-    meter = _EvalMeter(trainer.pipeline.model)
+    meter = EvalMeter(trainer.pipeline.model)
     scale = trainer.grad_scaler.scale
     trainer.grad_scaler.scale = lambda loss: _BackwardProxy(scale(loss), timer)  # time the backward pass
     for step in range(steps + 1):

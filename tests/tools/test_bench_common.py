@@ -13,6 +13,7 @@ from rvs_nerfstudio.method_configs import rvs_mc, rvs_nerfacto
 from rvs_nerfstudio.tools.bench.common import (
     MethodSpec,
     method_config,
+    parse_as_users_do,
     parse_method,
     parse_methods,
     refuse_to_overwrite,
@@ -91,3 +92,16 @@ def test_existing_report_files_are_not_overwritten(tmp_path):
     refuse_to_overwrite(tmp_path, "steps", True)  # allowed
     refuse_to_overwrite(tmp_path, "quality", False)  # another report's files do not count
     assert (tmp_path / "steps.md").read_text() == "earlier results"
+
+
+@pytest.mark.parametrize(
+    "layout, parser", [("nerfstudio", "NerfstudioDataParserConfig"), ("blender", "BlenderDataParserConfig"),
+                       ("llff", "LLFFDataParserConfig")],
+)
+def test_nerfacto_reads_each_layout_with_its_own_parser_and_ours_detect_it(layout, parser):
+    from nerfstudio.configs.method_configs import all_methods
+
+    nerfacto = parse_as_users_do(copy.deepcopy(all_methods["nerfacto"]), layout)
+    ours = parse_as_users_do(copy.deepcopy(all_methods["rvs-nerfacto"]), layout)
+    assert type(nerfacto.pipeline.datamanager.dataparser).__name__ == parser
+    assert type(ours.pipeline.datamanager.dataparser).__name__ == "AutoDataParserConfig"

@@ -39,7 +39,7 @@ def fake_run(method: str, scene: str, seed: int, psnr: float, train_seconds: flo
 def fake_results(runs) -> dict:
     meta = {
         "date": "2025-11-25T12:00:00+00:00", "command": "rvs-bench quality --seeds 0 1", "preset": "cpu-small", "steps": 500,
-        "eval_every": 100, "methods": list(dict.fromkeys(run["method"] for run in runs)),
+        "eval_every": 100, "layout": "nerfstudio", "methods": list(dict.fromkeys(run["method"] for run in runs)),
         "seeds": sorted({run["seed"] for run in runs}), "train_rays_per_batch": 512, "resolution": 64, "num_train": 40,
         "num_test": 8, "peak_memory_kind": "peak RSS of the main process during the run",
         "hardware": {"cpu": "AMD EPYC", "cpu_cores": 2, "torch_threads": 2, "device": "cpu", "torch": "2.x", "nerfstudio": "1.1.5"},

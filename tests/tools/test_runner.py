@@ -10,7 +10,8 @@ import torch
 
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
-from rvs_nerfstudio.tools.runner import _EvalMeter, measure_peak_memory
+from rvs_nerfstudio.tools import runner
+from rvs_nerfstudio.tools.runner import EvalMeter, measure_peak_memory
 from tests.helpers import OfflineNerfactoConfig, build_model
 
 
@@ -24,7 +25,7 @@ from tests.helpers import OfflineNerfactoConfig, build_model
 )
 def test_field_evaluations_per_ray_are_counted(ray_bundle, config_class, overrides, expected):
     model = build_model(config_class, **overrides).eval()
-    meter = _EvalMeter(model)
+    meter = EvalMeter(model)
     with torch.no_grad():
         model(ray_bundle)  # not counted
         with meter.measure() as cost:
@@ -35,7 +36,7 @@ def test_field_evaluations_per_ray_are_counted(ray_bundle, config_class, overrid
 
 def test_render_throughput_times_the_image_renders_alone(ray_bundle):
     model = build_model(RVSNerfactoModelConfig).eval()
-    meter = _EvalMeter(model)
+    meter = EvalMeter(model)
     image = ray_bundle.reshape((8, 8))
     model.get_outputs_for_camera_ray_bundle(image)  # not measured
     with meter.measure() as cost:
@@ -57,3 +58,44 @@ def test_peak_memory_is_that_of_the_enclosed_code():
         pass
     assert "during the run" in big.kind
     assert big.bytes - small.bytes > 200 * 2**20
+
+
+class FakeClock:
+    """A ``time`` module for the runner whose clock moves only when a wrapped call "takes" time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def slowed(self, function, seconds: float, calls: list):
+        """``function``, taking ``seconds`` of this clock per call; each call appends to ``calls``."""
+
+        def slow(*args, **kwargs):
+            calls.append(None)
+            self.now += seconds
+            return function(*args, **kwargs)
+
+        return slow
+
+
+@pytest.mark.parametrize("config_class", [OfflineNerfactoConfig, RVSMonteCarloModelConfig])
+def test_render_time_is_split_by_phase(ray_bundle, config_class, monkeypatch):
+    """On a clock that only the proposal networks (1 s a call) and the radiance field (3 s a call) move, each phase
+    holds exactly its own calls' time, the rest holds none, and the phases add up to the time per rendered ray."""
+    model = build_model(config_class).eval()
+    clock, density_calls, radiance_calls = FakeClock(), [], []
+    monkeypatch.setattr(runner, "time", clock)
+    for network in model.proposal_networks:
+        network.get_density = clock.slowed(network.get_density, 1.0, density_calls)
+    model.field.forward = clock.slowed(model.field.forward, 3.0, radiance_calls)
+    meter = EvalMeter(model)
+    with meter.measure() as cost:
+        model.get_outputs_for_camera_ray_bundle(ray_bundle.reshape((8, 8)))
+    assert len(density_calls) >= model.config.num_proposal_iterations and radiance_calls
+    rays = 64
+    expected = {"density": 1e6 * len(density_calls) / rays, "sampling": 0.0,
+                "radiance": 3e6 * len(radiance_calls) / rays, "other": 0.0}
+    assert cost.render_us_per_ray == pytest.approx(expected)
+    assert cost.render_rays_per_sec == pytest.approx(rays / (len(density_calls) + 3 * len(radiance_calls)))

@@ -1,4 +1,4 @@
-"""Console script ``rvs-bench``: one subcommand per benchmark (``quality``, ``steps``, ``sampler``)."""
+"""Console script ``rvs-bench``: one subcommand per benchmark (``quality``, ``steps``, ``render``, ``sampler``)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rvs_nerfstudio.engine.compat import quiet_library_warnings
 from rvs_nerfstudio.tools.bench import common
 from rvs_nerfstudio.tools.bench.quality import QualityConfig, run_quality
+from rvs_nerfstudio.tools.bench.render import RenderConfig, run_render
 from rvs_nerfstudio.tools.bench.sampler import SamplerConfig, run_sampler
 from rvs_nerfstudio.tools.bench.steps import StepsConfig, run_steps
 
 Subcommand = Union[
     Annotated[QualityConfig, tyro.conf.subcommand("quality")],
     Annotated[StepsConfig, tyro.conf.subcommand("steps")],
+    Annotated[RenderConfig, tyro.conf.subcommand("render")],
     Annotated[SamplerConfig, tyro.conf.subcommand("sampler")],
 ]
 
-RUNNERS = {QualityConfig: run_quality, StepsConfig: run_steps, SamplerConfig: run_sampler}
+RUNNERS = {QualityConfig: run_quality, StepsConfig: run_steps, RenderConfig: run_render, SamplerConfig: run_sampler}
 """Each subcommand's config type → the function that runs it with the command line."""
 
 

@@ -6,20 +6,26 @@ method the same ray batches and no data worker competes with training for the CP
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import statistics
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Literal, Sequence, Tuple
+from typing import Any, Dict, Iterator, Literal, Optional, Sequence, Tuple
 
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-from nerfstudio.engine.trainer import TrainerConfig
-from rvs_nerfstudio.data.synth import SceneName, SynthConfig, generate_scene
-from rvs_nerfstudio.tools import presets, reports
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from rvs_nerfstudio.data.parsers import AutoDataParserConfig, LLFFDataParserConfig
+from rvs_nerfstudio.data.synth import Layout, SceneName, SynthConfig, generate_scene
+from rvs_nerfstudio.tools import presets, reports, runner
 
 COMMAND = "rvs-bench"
 
-PresetName = Literal["cpu-small", "gpu"]
+PresetName = Literal["cpu-small", "cpu-full", "gpu"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,17 @@ class BenchPreset:
     resolution: int
     num_train: int
     num_test: int
+    rays_per_batch: Optional[int] = None
+    """Training rays per step; None keeps the model preset's (nerfacto: 4096)."""
 
 
 BENCH_PRESETS: Dict[str, BenchPreset] = {
     # Measured on 2 AMD EPYC cores (quiet, 2 threads), nerfacto / rvs-nerfacto / rvs-mc K=8: 0.15 / 0.17 / 0.14 s per
     # step and about 5 s per evaluation of the 8 held-out views: the default 6 runs of 600 steps take ~12 min.
     "cpu-small": BenchPreset("cpu-small", steps=600, resolution=64, num_train=40, num_test=8),
+    # nerfacto's full model sizes and sample counts on a CPU: 512-ray steps (about 1.2 s each on one core) and
+    # 32-pixel views, for step-time and render-speed ratios where users are.
+    "cpu-full": BenchPreset("full", steps=1000, resolution=32, num_train=40, num_test=8, rays_per_batch=512),
     "gpu": BenchPreset("full", steps=30000, resolution=256, num_train=100, num_test=20),
 }
 
@@ -121,21 +132,42 @@ def method_config(spec: MethodSpec, methods: Dict[str, TrainerConfig], model_pre
     return config
 
 
-def method_configs(specs: Sequence[MethodSpec], model_preset: str) -> Dict[str, TrainerConfig]:
-    """``{label: config}`` of :func:`method_config` for each spec, among every method installed."""
+def method_configs(specs: Sequence[MethodSpec], preset: BenchPreset) -> Dict[str, TrainerConfig]:
+    """``{label: config}`` of :func:`method_config` for each spec with the preset's model settings and ray batch,
+    among every method installed."""
     from nerfstudio.configs.method_configs import all_methods  # slow: it discovers every installed method
 
-    return {spec.label: method_config(spec, all_methods, model_preset) for spec in specs}
+    configs = {spec.label: method_config(spec, all_methods, preset.model_preset) for spec in specs}
+    if preset.rays_per_batch is not None:
+        for config in configs.values():
+            config.pipeline.datamanager.train_num_rays_per_batch = preset.rays_per_batch
+    return configs
 
 
-def make_scene(output: Path, scene: SceneName, preset: BenchPreset, resolution: int | None = None) -> Path:
-    """Generates (or regenerates, byte for byte) the synthetic scene into OUTPUT/scenes/NAME; returns its folder."""
+def make_scene(
+    output: Path, scene: SceneName, preset: BenchPreset, resolution: int | None = None, layout: Layout = "nerfstudio"
+) -> Path:
+    """Generates (or regenerates, byte for byte) the synthetic scene into OUTPUT/scenes/NAME (NAME-LAYOUT for layouts
+    other than nerfstudio's); returns its folder."""
+    folder = scene if layout == "nerfstudio" else f"{scene}-{layout}"
     return generate_scene(
         SynthConfig(
-            output=output / "scenes" / scene, scene=scene, resolution=resolution or preset.resolution,
+            output=output / "scenes" / folder, scene=scene, layout=layout, resolution=resolution or preset.resolution,
             num_train=preset.num_train, num_test=preset.num_test, seed=0, overwrite=True,
         )
     )
+
+
+def parse_as_users_do(config: TrainerConfig, layout: Layout) -> TrainerConfig:
+    """``config`` reading ``layout`` with the parser a user of that method names for it: methods on ``auto-data``
+    (ours) keep it; others (nerfacto) get nerfstudio's parser of the layout (``blender-data``; ``llff-data`` is ours:
+    nerfstudio has none). In place; returns ``config``."""
+    datamanager = config.pipeline.datamanager
+    if not isinstance(datamanager.dataparser, AutoDataParserConfig):
+        datamanager.dataparser = {
+            "nerfstudio": NerfstudioDataParserConfig, "blender": BlenderDataParserConfig, "llff": LLFFDataParserConfig
+        }[layout]()
+    return config
 
 
 def check_positive(**values: int) -> None:
@@ -160,3 +192,31 @@ def report_files(output: Path, name: str, *extra: str) -> Tuple[Path, ...]:
 def refuse_to_overwrite(output: Path, name: str, overwrite: bool, *extra: str) -> None:
     """The shared overwrite check of every subcommand's report files."""
     reports.refuse_to_overwrite(COMMAND, report_files(output, name, *extra), overwrite)
+
+
+@contextlib.contextmanager
+def trainers_side_by_side(configs: Dict[str, TrainerConfig], data: Path, seed: int) -> Iterator[Dict[str, Trainer]]:
+    """``{label: trainer}``, every method set up on ``data`` with the same ``seed`` (so the same ray batches),
+    logging into a scratch folder; their data workers are stopped on exit."""
+    with tempfile.TemporaryDirectory() as scratch:
+        trainers = {
+            label: runner.setup_trainer(method, data, None, Path(scratch) / str(i), seed)
+            for i, (label, method) in enumerate(configs.items())
+        }
+        try:
+            yield trainers
+        finally:
+            for trainer in trainers.values():
+                runner.stop_data_workers(trainer)
+
+
+def turn_ratios(values: Sequence[float], reference: Sequence[float]) -> Tuple[float, Tuple[float, float]]:
+    """The median and the (lowest, highest) of the per-turn ratios ``values[i] / reference[i]``."""
+    ratios = [value / first for value, first in zip(values, reference)]
+    return statistics.median(ratios), (min(ratios), max(ratios))
+
+
+def record(command: str, config: Any, **numbers: Any) -> Dict[str, Any]:
+    """A report's record: date, command, hardware, the subcommand's options, then ``numbers``."""
+    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(config).items()}
+    return {"date": reports.now(), "command": command, "hardware": reports.hardware(), "config": options, **numbers}

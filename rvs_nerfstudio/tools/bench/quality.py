@@ -32,7 +32,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nerfstudio.utils.rich_utils import CONSOLE
-from rvs_nerfstudio.data.synth import SceneName
+from rvs_nerfstudio.data.synth import Layout, SceneName
 from rvs_nerfstudio.tools import reports, runner
 from rvs_nerfstudio.tools.bench import common
 from rvs_nerfstudio.tools.bench.common import MethodSpec, PresetName
@@ -47,17 +47,21 @@ class QualityConfig:
     """Train nerfacto, rvs-nerfacto and rvs-mc side by side on synthetic scenes; tabulate quality and cost."""
 
     preset: PresetName = "cpu-small"
-    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 3 scenes in about 30 min on 2 cores); gpu: nerfacto's full settings, 30000 steps."""
+    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 3 scenes in about 30 min on 2 cores); cpu-full: nerfacto's
+    full model sizes, 512-ray steps on 32-pixel scenes, 1000 steps; gpu: nerfacto's full settings, 30000 steps."""
     methods: Tuple[str, ...] = ("nerfacto", "rvs-nerfacto", "rvs-mc:K=8")
     """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'."""
     scenes: Tuple[SceneName, ...] = ("object", "forward", "unbounded")
     """Synthetic scenes, generated deterministically into OUTPUT/scenes."""
     steps: Optional[int] = None
-    """Training steps per run (default: 600 for cpu-small, 30000 for gpu)."""
+    """Training steps per run (default: the preset's: 600 for cpu-small, 1000 for cpu-full, 30000 for gpu)."""
     seeds: Tuple[int, ...] = (0,)
     """Training seeds (the scenes stay fixed); several report the mean ± standard deviation over seeds."""
     resolution: Optional[int] = None
-    """Scene image width and height in pixels (default: 64 for cpu-small, 256 for gpu)."""
+    """Scene image width and height in pixels (default: the preset's: 64 for cpu-small, 32 for cpu-full, 256 for gpu)."""
+    layout: Layout = "nerfstudio"
+    """Layout the scenes are written in; nerfacto reads it with nerfstudio's parser for it (blender-data), our
+    methods with auto-data."""
     eval_every: int = 0
     """Also evaluate every this many steps (0: only before and after training), for PSNR at equal wall time."""
     threads: Optional[int] = None
@@ -153,7 +157,8 @@ def markdown_table(results: Dict[str, Any]) -> str:
     seeds = meta["seeds"]
     setup = (
         f"Preset {meta['preset']}: {meta['steps']} steps of {meta['train_rays_per_batch']} rays, "
-        f"{meta['resolution']}×{meta['resolution']} px scenes ({meta['num_train']} train / {meta['num_test']} held-out views), "
+        f"{meta['resolution']}×{meta['resolution']} px scenes in {meta['layout']} layout "
+        f"({meta['num_train']} train / {meta['num_test']} held-out views), "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
         + (" (mean ± std over seeds)" if len(seeds) > 1 else "")
         + f"; peak memory is {meta['peak_memory_kind']}."
@@ -272,10 +277,15 @@ def run_quality(config: QualityConfig, command: str) -> Dict[str, Any]:
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    trainer_configs = common.method_configs(specs, preset.model_preset)
+    trainer_configs = {
+        label: common.parse_as_users_do(method, config.layout) for label, method in common.method_configs(specs, preset).items()
+    }
     # Method options only touch the model, so every method trains on the preset's ray batch.
     rays_per_batch = next(iter(trainer_configs.values())).pipeline.datamanager.train_num_rays_per_batch
-    scenes = {scene: common.make_scene(config.output, scene, preset, config.resolution) for scene in dict.fromkeys(config.scenes)}
+    scenes = {
+        scene: common.make_scene(config.output, scene, preset, config.resolution, config.layout)
+        for scene in dict.fromkeys(config.scenes)
+    }
     runs: List[Dict[str, Any]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=CONSOLE) as progress:
@@ -308,6 +318,7 @@ def run_quality(config: QualityConfig, command: str) -> Dict[str, Any]:
         "methods": [spec.label for spec in specs],
         "train_rays_per_batch": rays_per_batch,
         "resolution": config.resolution or preset.resolution,
+        "layout": config.layout,
         "num_train": preset.num_train,
         "num_test": preset.num_test,
         "peak_memory_kind": runs[0]["peak_memory_kind"],

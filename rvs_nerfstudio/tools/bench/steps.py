@@ -10,7 +10,6 @@ method's in the same turn. Writes ``steps.json`` and ``steps.md``.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,13 +77,8 @@ def ratio_rows(seconds: Dict[str, List[float]]) -> List[Dict[str, object]]:
     reference = next(iter(seconds.values()))
     rows = []
     for label, times in seconds.items():
-        ratios = [time_per_step / first for time_per_step, first in zip(times, reference)]
-        rows.append({
-            "method": label,
-            "ms_per_step": 1e3 * statistics.median(times),
-            "ratio": statistics.median(ratios),
-            "ratio_range": (min(ratios), max(ratios)),
-        })
+        ratio, ratio_range = common.turn_ratios(times, reference)
+        rows.append({"method": label, "ms_per_step": 1e3 * statistics.median(times), "ratio": ratio, "ratio_range": ratio_range})
     return rows
 
 
@@ -114,26 +108,11 @@ def run_steps(config: StepsConfig, command: str) -> Dict[str, object]:
         raise SystemExit(f"{common.COMMAND}: --warmup must be at least 0 (got {config.warmup})")
     common.check_positive(turns=config.turns, steps_per_turn=config.steps_per_turn)
     preset = common.BENCH_PRESETS[config.preset]
-    configs = common.method_configs(specs, preset.model_preset)
+    configs = common.method_configs(specs, preset)
     data = common.make_scene(config.output, config.scene, preset, config.resolution)
-    with tempfile.TemporaryDirectory() as scratch:
-        trainers = {
-            label: runner.setup_trainer(method, data, None, Path(scratch) / str(i), config.seed)
-            for i, (label, method) in enumerate(configs.items())
-        }
-        try:
-            seconds = time_in_turns(trainers, config.warmup, config.turns, config.steps_per_turn)
-        finally:
-            for trainer in trainers.values():
-                runner.stop_data_workers(trainer)
-    record: Dict[str, object] = {
-        "date": reports.now(),
-        "command": command,
-        "hardware": reports.hardware(),
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(config).items()},
-        "seconds_per_step": seconds,
-        "rows": ratio_rows(seconds),
-    }
+    with common.trainers_side_by_side(configs, data, config.seed) as trainers:
+        seconds = time_in_turns(trainers, config.warmup, config.turns, config.steps_per_turn)
+    record = common.record(command, config, seconds_per_step=seconds, rows=ratio_rows(seconds))
     common.write_report(config.output, REPORT, record, markdown(record))
     CONSOLE.print(markdown(record), markup=False, highlight=False, soft_wrap=True)
     return record
