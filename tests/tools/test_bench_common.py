@@ -31,6 +31,7 @@ from rvs_nerfstudio.tools.bench.common import (
         ("rvs-nerfacto:density_padding=0.5,density_interpolation=constant", "rvs-nerfacto",
          (("density_padding", 0.5), ("density_interpolation", "constant"))),
         ("rvs-nerfacto:use_distortion_loss=false", "rvs-nerfacto", (("use_distortion_loss", False),)),
+        ("rvs-mc:num_proposal_samples_per_ray=128/64", "rvs-mc", (("num_proposal_samples_per_ray", (128, 64)),)),
     ],
 )
 def test_method_strings_parse(text, name, options):

@@ -68,7 +68,10 @@ OPTION_ALIASES = {"K": "num_radiance_samples"}
 
 
 def _parse_value(text: str) -> Any:
-    """``"8"`` → 8, ``"0.5"`` → 0.5, ``"true"``/``"false"`` → bool, anything else stays a string."""
+    """``"8"`` → 8, ``"0.5"`` → 0.5, ``"true"``/``"false"`` → bool, ``"128/64"`` → (128, 64) (a tuple, e.g. sample
+    counts per proposal level), anything else stays a string."""
+    if "/" in text:
+        return tuple(_parse_value(part) for part in text.split("/"))
     for parse in (int, float):
         try:
             return parse(text)

@@ -50,7 +50,8 @@ class QualityConfig:
     """cpu-small: shrunk models on 64-pixel scenes (3 methods x 3 scenes in about 30 min on 2 cores); cpu-full: nerfacto's
     full model sizes, 512-ray steps on 32-pixel scenes, 1000 steps; gpu: nerfacto's full settings, 30000 steps."""
     methods: Tuple[str, ...] = ("nerfacto", "rvs-nerfacto", "rvs-mc:K=8")
-    """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'."""
+    """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'
+    (a tuple as 128/64)."""
     scenes: Tuple[SceneName, ...] = ("object", "forward", "unbounded")
     """Synthetic scenes, generated deterministically into OUTPUT/scenes."""
     steps: Optional[int] = None

@@ -146,16 +146,19 @@ def plot(rows: List[Dict[str, object]], path: Path, title: str) -> None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     dials: Dict[str, List[Tuple[float, float, str]]] = {}
+    points = []
     for row in rows:
         method, at, k = row["label"].partition("@K=")
         if at:
             dials.setdefault(method, []).append((row["rays_per_sec"], row["psnr"], k))
         else:
-            axes.scatter(row["rays_per_sec"], row["psnr"], label=row["label"], zorder=3)
-    for method, points in dials.items():
-        speeds, psnrs, ks = zip(*points)
-        axes.plot(speeds, psnrs, marker="o", label=f"{method}, K = {', '.join(ks)}")
-        for speed, psnr, k in points:
+            points.append(row)
+    for i, row in enumerate(points):
+        axes.scatter(row["rays_per_sec"], row["psnr"], label=row["label"], color=f"C{i}", zorder=3)
+    for i, (method, dial) in enumerate(dials.items(), start=len(points)):
+        speeds, psnrs, ks = zip(*dial)
+        axes.plot(speeds, psnrs, marker="o", color=f"C{i}", label=f"{method}, K = {', '.join(ks)}")
+        for speed, psnr, k in dial:
             axes.annotate(f"K={k}", (speed, psnr), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xscale("log")
     axes.set_xlabel("render rays/s (held-out views)")
