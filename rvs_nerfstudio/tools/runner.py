@@ -61,7 +61,8 @@ class EvalCost:
     render_us_per_ray: Dict[str, float] = field(default_factory=dict)
     """Render time per ray in microseconds by phase: ``"density"`` (the proposal networks, every level),
     ``"sampling"`` (the rest of the sampler: splines or histograms, inverse CDFs), ``"radiance"`` (the radiance
-    field) and ``"other"`` (renderers, chunking). They add up to the time per rendered ray."""
+    field) and ``"other"`` (renderers, chunking). They add up to the time per rendered ray. On a GPU each timed call
+    waits for the device, which adds a little to the render time."""
 
 
 @dataclass
