@@ -21,15 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/rvs-demo
 
-# System tools that tests drive: Debian's Chromium (the viewer's browser test, through Selenium) and ffmpeg (which
-# ns-render interpolate requires). Installed here where we are root on Debian, as in CI; elsewhere those tests skip
-# and say how to install them.
+# System tools that tests drive: Debian's Chromium (the viewer's browser test, through Selenium), ffmpeg (which
+# ns-render interpolate requires) and libusb (open3d, which ns-export imports, links against it). Installed here where
+# we are root on Debian, as in CI; elsewhere the browser and video tests skip and say how to install them.
 SYSTEM_TOOLS := chromium chromedriver ffmpeg
 system-tools:
-	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; [ -z "$$missing" ] || \
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing=1; [ -z "$$missing" ] || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ffmpeg >/dev/null; } || \
-	echo "Chromium or ffmpeg could not be installed: the tests that need them will be skipped"
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ffmpeg libusb-1.0-0 >/dev/null; } || \
+	echo "Chromium, ffmpeg or libusb could not be installed: the tests that need them will be skipped or fail"
 
 test: install system-tools
 	$(BIN)/python -m pytest tests
