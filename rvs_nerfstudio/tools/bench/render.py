@@ -60,7 +60,6 @@ class Entry:
     """One line of the table: a trained method, rendered at evaluation K ``k`` (None: as configured)."""
 
     label: str
-    method: str
     trainer: Trainer
     meter: runner.EvalMeter
     k: Optional[int] = None
@@ -75,15 +74,16 @@ class Entry:
 
 
 def entries(specs: Sequence[MethodSpec], trainers: Dict[str, Trainer], ks: Tuple[int, ...]) -> List[Entry]:
-    """Each method as configured, and each rvs-mc method at every K of ``ks``."""
+    """Each method as configured, and each rvs-mc method at every K of ``ks``, labelled ``LABEL@K=k`` (e.g.
+    ``rvs-mc:K=8@K=1``: trained at K = 8, rendered at K = 1)."""
     rows = []
     for spec in specs:
         trainer = trainers[spec.label]
         meter = runner.EvalMeter(trainer.pipeline.model)
         dial = hasattr(trainer.pipeline.model, "set_eval_num_radiance_samples")
         for k in (ks if dial and ks else (None,)):
-            label = spec.label if k is None else f"{spec.name}@K={k}"
-            rows.append(Entry(label, spec.name, trainer, meter, k))
+            label = spec.label if k is None else f"{spec.label}@K={k}"
+            rows.append(Entry(label, trainer, meter, k))
     return rows
 
 
