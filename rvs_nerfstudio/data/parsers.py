@@ -6,8 +6,9 @@
 - :class:`AutoDataParserConfig` (``auto-data``) picks the parser from the files in ``--data``:
   ``transforms.json`` (nerfstudio), ``transforms_train.json`` (Blender, white background),
   ``poses_bounds.npy`` (LLFF), ``sparse/0`` or ``colmap/sparse/0`` (COLMAP), in this order. Where the
-  parser composites RGBA images onto a colour (Blender: white), its outputs' metadata say so under
-  :data:`BACKGROUND_METADATA_KEY`, so that models can render that background without a flag.
+  parser composites RGBA images onto a colour (Blender: white), or where RGB images already show one
+  plain colour all around their borders (an object rendered or cut out onto white), its outputs' metadata say so
+  under :data:`BACKGROUND_METADATA_KEY`, so that models can render that background without a flag.
 
 Parsers only read the data folder. Problems with the data raise :class:`DataError`, one line that
 ``ns-*`` commands print without a traceback before exiting with status 1.
@@ -25,7 +26,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type
+from typing import Literal, Optional, Sequence, Type
 
 import numpy as np
 import torch
@@ -43,10 +44,16 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_interval
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.io import load_from_json
+from nerfstudio.utils.rich_utils import CONSOLE
 
 
 BACKGROUND_METADATA_KEY = "background_color"
 """Metadata key of :class:`AutoDataParser`'s outputs: the RGB colour [3] the images were composited on."""
+
+BORDER_IMAGES = 8
+"""Images (evenly spaced over the split) whose borders :func:`plain_border_colour` reads."""
+BORDER_TOLERANCE = 3
+"""Largest difference, in 8-bit levels, of a border pixel from the border's median colour that still counts as plain."""
 
 
 class DataError(SystemExit):
@@ -80,6 +87,33 @@ def frustum_box(cameras: Cameras, near: Float[Tensor, "num_cameras"], far: Float
     points = depths * directions[:, None] + cameras.camera_to_worlds[:, None, None, :, 3]  # [N, 2, 4, 3]
     points = points.reshape(-1, 3)
     return SceneBox(aabb=torch.stack([points.min(dim=0).values, points.max(dim=0).values]))
+
+
+def plain_border_colour(image_filenames: Sequence[Path]) -> Optional[Float[Tensor, "3"]]:
+    """The colour [3] in [0, 1] that every border pixel of every RGB image has (within :data:`BORDER_TOLERANCE`), or
+    None. Images of an object composited onto a plain background have one; photographs of scenes do not.
+
+    Reads :data:`BORDER_IMAGES` images spread over the list; None if any of them is not 8-bit RGB or unreadable
+    (the data manager reports unreadable images when it loads them).
+    """
+    picks = np.unique(np.linspace(0, len(image_filenames) - 1, min(BORDER_IMAGES, len(image_filenames))).round().astype(int))
+    borders = []
+    for index in picks:
+        try:
+            with Image.open(image_filenames[index]) as image:
+                if image.mode != "RGB":
+                    return None
+                pixels = np.asarray(image, dtype=np.int16)
+        except OSError:
+            return None
+        borders += [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]
+    if not borders:
+        return None
+    border = np.concatenate(borders)
+    colour = np.median(border, axis=0)
+    if np.abs(border - colour).max() > BORDER_TOLERANCE:
+        return None
+    return torch.tensor(colour / 255.0, dtype=torch.float32)
 
 
 @dataclass
@@ -281,8 +315,9 @@ class AutoDataParserConfig(DataParserConfig):
 
 
 class AutoDataParser(DataParser):
-    """The detected format's ``parser``; outputs whose images are composited onto ``alpha_color`` also carry it
-    in their metadata (:data:`BACKGROUND_METADATA_KEY`), which nerfstudio hands to the model."""
+    """The detected format's ``parser``; outputs whose images are composited onto ``alpha_color``, or whose RGB images
+    all have one plain border colour (:func:`plain_border_colour`), carry that colour in their metadata
+    (:data:`BACKGROUND_METADATA_KEY`), which nerfstudio hands to the model."""
 
     def __init__(self, config: AutoDataParserConfig, parser: DataParser) -> None:
         super().__init__(config)
@@ -291,9 +326,17 @@ class AutoDataParser(DataParser):
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         outputs = self.parser.get_dataparser_outputs(split, **kwargs)
-        if outputs.alpha_color is None:
+        background = outputs.alpha_color
+        if background is None:
+            background = plain_border_colour(outputs.image_filenames)
+            if background is not None and split == "train":
+                CONSOLE.log(
+                    f"auto-data: the training images share the plain border colour {[round(c, 3) for c in background.tolist()]}: "
+                    "taken as the background they were composited on (rvs-mc's background-color and ray-bounds auto use it)"
+                )
+        if background is None:
             return outputs
-        return dataclasses.replace(outputs, metadata={**outputs.metadata, BACKGROUND_METADATA_KEY: outputs.alpha_color})
+        return dataclasses.replace(outputs, metadata={**outputs.metadata, BACKGROUND_METADATA_KEY: background})
 
 
 llff_data = DataParserSpecification(

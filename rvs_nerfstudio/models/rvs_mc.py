@@ -27,7 +27,6 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.renderers import BackgroundColor, RGBRenderer
 from nerfstudio.viewer.viewer_elements import ViewerSlider
-from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 
@@ -50,8 +49,13 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     (auto-data on Blender scenes: white, as in the paper), else "random". "random" in training makes the density
     explain every pixel. "last_sample" (nerfacto's default) is the radiance at the last of the K points, in the
     spline's last quantile stratum: no extra radiance call, but it lets colour stand in for geometry."""
-    use_distortion_loss: bool = True
-    """Add nerfacto's distortion loss (times distortion-loss-mult) on the final density spline's intervals."""
+    ray_bounds: Literal["auto", "near-far", "scene-box"] = "auto"
+    """As for rvs-nerfacto, where near-far is the default. Here "auto": on data composited onto a background, far
+    space would otherwise fill with fog of that colour, which takes Monte Carlo points from the object and stalls
+    training near the background-only image (README, "Decisions worth knowing")."""
+    use_distortion_loss: bool = False
+    """Add nerfacto's distortion loss (times distortion-loss-mult) on the final density spline's intervals. Off by
+    default, as in rvs-nerfacto: paired runs gave no gain and one collapse with it (README, "Decisions worth knowing")."""
     # Nerfacto knobs with no meaning here (K replaces the nerf samples; the radiance field's density, normals
     # and per-sample gradient scaling are not used): fixed and hidden from the CLI.
     num_nerf_samples_per_ray: Suppress[int] = 48
@@ -102,7 +106,7 @@ class RVSMonteCarloModel(RVSNerfactoModel):
         """The configured background colour, with "auto" resolved from the data's metadata (see the config)."""
         if self.config.background_color != "auto":
             return self.config.background_color
-        composited_on = self.kwargs.get("metadata", {}).get(BACKGROUND_METADATA_KEY)
+        composited_on = self.data_background()
         return "random" if composited_on is None else composited_on.float()
 
     def set_eval_num_radiance_samples(self, num_radiance_samples: int) -> None:

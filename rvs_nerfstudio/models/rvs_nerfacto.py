@@ -16,7 +16,9 @@ import torch
 from tyro.conf import Suppress
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
 from rvs_nerfstudio.engine.compat import OptionalLPIPSMixin, flush_denormals
 from rvs_nerfstudio.engine.trainer import FiniteLossGuard
 from rvs_nerfstudio.samplers.proposal import RVSProposalSampler
@@ -38,6 +40,11 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     (about 3 dB lower held-out PSNR on the 360° synthetic scene; README, "Decisions worth knowing")."""
     average_init_density: float = 0.01
     """Average initial density output from the MLPs (nerfacto's method-level setting)."""
+    ray_bounds: Literal["auto", "near-far", "scene-box"] = "near-far"
+    """Where rays start and end. "near-far": at near-plane and far-plane, as in nerfacto (far space, contracted, can
+    hold the background). "scene-box": where each ray enters and leaves the data's scene box; beyond it there is only
+    the background colour. "auto": the scene box when the data parser names the background the images were
+    composited on (Blender scenes; RGB images with one plain border colour), else near-far."""
     # Knobs of the interlevel-loss schedule that have no meaning with RVS: fixed and hidden from the CLI.
     interlevel_loss_mult: Suppress[float] = 0.0
     proposal_update_every: Suppress[int] = 1
@@ -63,6 +70,18 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             density_padding=self.config.density_padding,
             initial_sampler=self.proposal_sampler.initial_sampler,
         )
+        if self.bounded_by_scene_box():
+            self.collider = AABBBoxCollider(self.scene_box, near_plane=self.config.near_plane)
+
+    def data_background(self) -> Optional[torch.Tensor]:
+        """The colour [3] the data parser says the images were composited on, or None."""
+        return self.kwargs.get("metadata", {}).get(BACKGROUND_METADATA_KEY)
+
+    def bounded_by_scene_box(self) -> bool:
+        """Whether rays end at the scene box (``ray_bounds``, with "auto" resolved from the data)."""
+        if self.config.ray_bounds == "auto":
+            return self.data_background() is not None
+        return self.config.ray_bounds == "scene-box"
 
     def _validate_config(self) -> None:
         """Rejects option combinations that RVS sampling cannot honour, with a message saying what to change."""

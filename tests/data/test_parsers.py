@@ -263,9 +263,42 @@ def test_blender_cameras_that_cannot_be_fitted_fail_in_one_line(tmp_path, blende
     assert "\n" not in str(error.value)
 
 
-def test_auto_data_names_no_background_for_rgb_images(tmp_path):
-    scene = generate_scene(SynthConfig(output=tmp_path / "ns", resolution=8, num_train=2, num_test=1))
-    assert BACKGROUND_METADATA_KEY not in AutoDataParserConfig(data=scene).setup().get_dataparser_outputs("train").metadata
+def _train_metadata(scene: Path) -> dict:
+    return AutoDataParserConfig(data=scene).setup().get_dataparser_outputs("train").metadata
+
+
+def test_auto_data_names_the_white_around_an_rgb_object_but_no_background_for_scenes(tmp_path):
+    """RGB images keep no alpha: the object scene on white is recognised by its borders, the others are not."""
+    for scene, expected in (("object", torch.ones(3)), ("forward", None), ("unbounded", None)):
+        root = generate_scene(SynthConfig(output=tmp_path / scene, scene=scene, resolution=16, num_train=10, num_test=1))
+        metadata = _train_metadata(root)
+        if expected is None:
+            assert BACKGROUND_METADATA_KEY not in metadata, scene
+        else:
+            torch.testing.assert_close(metadata[BACKGROUND_METADATA_KEY], expected)
+
+
+def _paint_borders(scene: Path, colour, off_by: int = 0) -> None:
+    """Paints a one-pixel frame of ``colour`` (8-bit) on every image; the last image's corner is ``off_by`` levels off."""
+    files = sorted((scene / "images").glob("*.png"))
+    for index, path in enumerate(files):
+        pixels = np.asarray(Image.open(path).convert("RGB")).copy()
+        for border in (pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]):
+            border[:] = colour
+        if index == len(files) - 1:
+            pixels[0, 0, 1] += off_by
+        Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.parametrize("off_by, detected", [(0, True), (3, True), (4, False)])
+def test_plain_border_colour_is_the_frame_shared_by_every_image_within_three_levels(tmp_path, off_by, detected):
+    scene = generate_scene(SynthConfig(output=tmp_path / "ns", scene="forward", resolution=16, num_train=6, num_test=1))
+    _paint_borders(scene, (51, 102, 153), off_by)
+    metadata = _train_metadata(scene)
+    if detected:
+        torch.testing.assert_close(metadata[BACKGROUND_METADATA_KEY], torch.tensor([51, 102, 153]) / 255.0)
+    else:
+        assert BACKGROUND_METADATA_KEY not in metadata
 
 
 @pytest.mark.parametrize("layout", ["nerfstudio", "blender", "llff"])

@@ -1,5 +1,5 @@
 """Both methods learn on every scene class: short CPU runs raise held-out PSNR well above the untrained value, and
-above bounds that earlier code failed (rvs-nerfacto on an unscaled Blender scene, rvs-mc on a Blender object)."""
+above bounds that earlier code failed (rvs-nerfacto on an unscaled Blender scene, rvs-mc on objects on white)."""
 
 from __future__ import annotations
 
@@ -49,9 +49,15 @@ def test_rvs_nerfacto_learns_a_blender_object_because_its_cameras_are_fitted(tmp
 
 
 @pytest.mark.slow
-def test_rvs_mc_learns_a_blender_object_at_the_defaults(tmp_path):
-    """`--data` alone: the white the parser composited on is rvs-mc's background (with "random" it stalled)."""
-    result = train(rvs_mc.config, blender_object(tmp_path), steps=300, preset="cpu-small", seed=0)
+@pytest.mark.parametrize("layout", ["blender", "nerfstudio"])
+def test_rvs_mc_learns_an_object_on_white_at_the_defaults(tmp_path, layout):
+    """`--data` alone: the white the images were composited on (Blender: by the parser; RGB: their plain borders) is
+    rvs-mc's background and its rays end at the scene box. With far space open, fog of the background colour filled
+    it and training stalled near the background-only image (10.5-12.6 dB in 4 of 6 seeds); with "random" as well."""
+    scene = generate_scene(
+        SynthConfig(output=tmp_path / layout, scene="object", layout=layout, resolution=32, num_train=24, num_test=4)
+    )
+    result = train(rvs_mc.config, scene, steps=300, preset="cpu-small", seed=0)
     trained = result.evals[-1].metrics["psnr"]
-    print(f"rvs-mc on a Blender object after 300 steps: {trained:.2f} dB")
-    assert trained > 13.5  # 15.6 dB when written; about 10 with the random background
+    print(f"rvs-mc on a {layout}-layout object after 300 steps: {trained:.2f} dB")
+    assert trained > 14.0  # the white image alone scores about 10.5 dB

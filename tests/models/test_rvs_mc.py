@@ -20,6 +20,7 @@ from rvs_nerfstudio.core import spline
 from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
 from rvs_nerfstudio.data.synth import SynthConfig, generate_scene
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
+from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 from rvs_nerfstudio.samplers.proposal import spline_from_bins
 from tests.helpers import TINY_FIELD, build_model, preset_flags, resampled_quantiles, run_cli, train, training_pass
@@ -140,7 +141,7 @@ def grad_l1(module: torch.nn.Module) -> float:
 
 
 def test_rgb_loss_alone_trains_every_density_network_and_the_radiance_field(ray_bundle):
-    model = build_model(RVSMonteCarloModelConfig)
+    model = build_model(RVSMonteCarloModelConfig, use_distortion_loss=True)
     losses = training_pass(model, ray_bundle)[1]
     assert "interlevel_loss" not in losses
     assert set(losses) == {"rgb_loss", "distortion_loss", "camera_opt_regularizer"}
@@ -459,6 +460,58 @@ def test_background_follows_the_data_unless_set(option, metadata, expected):
     model.eval()
     rendered = model.renderer_rgb(rgb=torch.rand(2, 8, 3), weights=torch.zeros(2, 8, 1))
     torch.testing.assert_close(rendered, torch.tensor([expected] * 2))
+
+
+def slab_bounds(origins: np.ndarray, directions: np.ndarray, low: float, high: float):
+    """Entry and exit distances of rays through the box [low, high]^3 (the slab method); a miss has entry > exit or
+    exit < 0 (the box is behind)."""
+    with np.errstate(divide="ignore"):
+        t1, t2 = (low - origins) / directions, (high - origins) / directions
+    return np.minimum(t1, t2).max(axis=-1), np.maximum(t1, t2).min(axis=-1)
+
+
+WHITE = {BACKGROUND_METADATA_KEY: torch.ones(3)}
+
+
+@pytest.mark.parametrize(
+    "config_class, option, metadata, bounded",
+    [
+        (RVSMonteCarloModelConfig, "auto", WHITE, True),  # data composited on a background: the scene box
+        (RVSMonteCarloModelConfig, "auto", {}, False),
+        (RVSMonteCarloModelConfig, "near-far", WHITE, False),  # an explicit value wins
+        (RVSNerfactoModelConfig, None, WHITE, False),  # rvs-nerfacto keeps nerfacto's near and far planes by default
+        (RVSNerfactoModelConfig, "scene-box", {}, True),
+    ],
+)
+def test_rays_end_at_the_scene_box_when_the_data_names_its_background(config_class, option, metadata, bounded):
+    """Bounded rays start at the box or the near plane and end where they leave the box; a ray that misses the box
+    renders the background alone."""
+    torch.manual_seed(0)
+    config = config_class(**TINY_FIELD, **({} if option is None else {"ray_bounds": option}), background_color="white")
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = config.setup(scene_box=scene_box, num_train_data=4, metadata=metadata)
+    directions = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=-1)
+    origins = torch.tensor([[0.9, 0.2, -0.3]] * 3 + [[0.0, 0.0, -3.0]] * 3, dtype=torch.float64)
+    directions[3:5] = torch.tensor([[0.0, 0.1, 1.0], [0.2, -0.1, 1.0]], dtype=torch.float64)  # from outside, through
+    directions[5] = torch.tensor([0.0, 0.0, -1.0])  # from outside, away: a miss
+    directions = torch.nn.functional.normalize(directions, dim=-1)
+    bundle = RayBundle(origins.float(), directions.float(), torch.ones(6, 1), camera_indices=torch.zeros(6, 1, dtype=torch.long))
+    bundle = model.collider(bundle)
+    model.train()
+    if not bounded:
+        np.testing.assert_allclose(bundle.nears.numpy(), config.near_plane)
+        np.testing.assert_allclose(bundle.fars.numpy(), config.far_plane)
+        return
+    entry, exit = slab_bounds(origins.numpy(), directions.numpy(), -1.0, 1.0)
+    np.testing.assert_allclose(bundle.nears[:5, 0].numpy(), np.maximum(entry[:5], config.near_plane), atol=1e-4)
+    np.testing.assert_allclose(bundle.fars[:5, 0].numpy(), exit[:5], atol=1e-4)
+    assert exit[5] < 0 and bundle.fars[5, 0] - bundle.nears[5, 0] < 1e-5
+    model.eval()
+    with torch.no_grad():
+        outputs = model(RayBundle(origins.float(), directions.float(), torch.ones(6, 1), camera_indices=torch.zeros(6, 1, dtype=torch.long)))
+    assert outputs["accumulation"][5, 0] < 1e-4
+    torch.testing.assert_close(outputs["rgb"][5], torch.ones(3), atol=1e-4, rtol=0)
+    assert (outputs["expected_depth"][:5, 0] <= torch.from_numpy(exit[:5]).float() + 1e-4).all()
 
 
 @pytest.mark.slow
