@@ -41,3 +41,12 @@ def small_scene(tmp_path_factory) -> Path:
     return generate_scene(
         SynthConfig(output=tmp_path_factory.mktemp("scene") / "object", resolution=24, num_train=8, num_test=2)
     )
+
+
+@pytest.fixture(scope="session")
+def small_forward_scene(tmp_path_factory) -> Path:
+    """The forward-facing scene at :func:`small_scene`'s size: photograph-like, no plain background, so an untrained
+    model starts far from the images (the object scene on white starts close to them once rendered on its white)."""
+    return generate_scene(
+        SynthConfig(output=tmp_path_factory.mktemp("scene") / "forward", scene="forward", resolution=24, num_train=8, num_test=2)
+    )

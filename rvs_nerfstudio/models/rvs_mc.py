@@ -45,10 +45,11 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     eval_num_draws: int = 1
     """Independent draws of K points averaged per pixel at evaluation (1: deterministic midpoints; more: fixed seed)."""
     background_color: Literal["auto", "random", "last_sample", "black", "white"] = "auto"
-    """Colour behind the density, weighted 1 - y_f. "auto": the colour the data parser composited RGBA images on
-    (auto-data on Blender scenes: white, as in the paper), else "random". "random" in training makes the density
-    explain every pixel. "last_sample" (nerfacto's default) is the radiance at the last of the K points, in the
-    spline's last quantile stratum: no extra radiance call, but it lets colour stand in for geometry."""
+    """Colour behind the density, weighted 1 - y_f. "auto": the colour auto-data says the images were composited on
+    (Blender scenes: white, as in the paper; RGB images with one plain border colour: that colour), else "random".
+    "random" in training makes the density explain every pixel. "last_sample" (nerfacto's default) is the radiance at
+    the last of the K points, in the spline's last quantile stratum: no extra radiance call, but it lets colour stand
+    in for geometry."""
     ray_bounds: Literal["auto", "near-far", "scene-box"] = "auto"
     """As for rvs-nerfacto, where near-far is the default. Here "auto": on data composited onto a background, far
     space would otherwise fill with fog of that colour, which takes Monte Carlo points from the object and stalls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 import torch
@@ -17,12 +17,24 @@ from rvs_nerfstudio.method_configs import rvs_mc, rvs_nerfacto
 from rvs_nerfstudio.tools.runner import setup_trainer, stop_data_workers
 
 
-@pytest.fixture(params=[rvs_nerfacto, rvs_mc], ids=["rvs-nerfacto", "rvs-mc"])
-def trainer(request, small_scene, tmp_path):
-    trainer = setup_trainer(request.param.config, small_scene, "cpu-small", tmp_path, seed=0)
+def small_trainer(method, scene: Path, tmp_path: Path) -> Iterator[Trainer]:
+    trainer = setup_trainer(method.config, scene, "cpu-small", tmp_path, seed=0)
     trainer.config.pipeline.datamanager.train_num_rays_per_batch = 64
     yield trainer
     stop_data_workers(trainer)
+
+
+METHODS = pytest.fixture(params=[rvs_nerfacto, rvs_mc], ids=["rvs-nerfacto", "rvs-mc"])
+
+
+@METHODS
+def trainer(request, small_scene, tmp_path):
+    yield from small_trainer(request.param, small_scene, tmp_path)
+
+
+@METHODS
+def forward_trainer(request, small_forward_scene, tmp_path):
+    yield from small_trainer(request.param, small_forward_scene, tmp_path)
 
 
 def checkpoints(trainer: Trainer) -> List[Path]:
@@ -81,9 +93,11 @@ def test_non_finite_gradient_stops_training_and_keeps_the_last_good_checkpoint(t
     assert loaded_step(trainer) == 6
 
 
-def test_mixed_precision_trains_on_the_cpu(trainer):
+def test_mixed_precision_trains_on_the_cpu(forward_trainer):
     """Nerfstudio's mixed-precision step (autocast, then a gradient scaler) on the CPU with bfloat16: the field
-    really runs in bfloat16, no step is skipped, every gradient is finite and the loss falls."""
+    really runs in bfloat16, no step is skipped, every gradient is finite and the loss falls (on the forward scene:
+    rendered on its white, the object scene's first loss is already low)."""
+    trainer = forward_trainer
     trainer.mixed_precision = True
     trainer.grad_scaler = torch.amp.GradScaler("cpu")
     dtypes = set()
@@ -98,8 +112,7 @@ def test_mixed_precision_trains_on_the_cpu(trainer):
         params = trainer.pipeline.model.parameters()
         assert all(p.grad.isfinite().all() for p in params if p.grad is not None), f"step {step}: non-finite gradient"
     assert dtypes == {torch.bfloat16}
-    # On the tiny object scene on white (rvs-mc renders the data's white) the first losses are already low: compare means.
-    assert sum(losses[-10:]) < 0.9 * sum(losses[:10]), losses
+    assert sum(losses[-10:]) / 10 < 0.75 * losses[0], losses
 
 
 def test_non_finite_weights_are_never_saved(trainer):

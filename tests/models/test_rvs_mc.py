@@ -141,6 +141,7 @@ def grad_l1(module: torch.nn.Module) -> float:
 
 
 def test_rgb_loss_alone_trains_every_density_network_and_the_radiance_field(ray_bundle):
+    assert "distortion_loss" not in training_pass(build_model(RVSMonteCarloModelConfig), ray_bundle)[1]  # off by default
     model = build_model(RVSMonteCarloModelConfig, use_distortion_loss=True)
     losses = training_pass(model, ray_bundle)[1]
     assert "interlevel_loss" not in losses
@@ -490,14 +491,14 @@ def test_rays_end_at_the_scene_box_when_the_data_names_its_background(config_cla
     config = config_class(**TINY_FIELD, **({} if option is None else {"ray_bounds": option}), background_color="white")
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config.setup(scene_box=scene_box, num_train_data=4, metadata=metadata)
-    directions = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=-1)
     origins = torch.tensor([[0.9, 0.2, -0.3]] * 3 + [[0.0, 0.0, -3.0]] * 3, dtype=torch.float64)
-    directions[3:5] = torch.tensor([[0.0, 0.1, 1.0], [0.2, -0.1, 1.0]], dtype=torch.float64)  # from outside, through
-    directions[5] = torch.tensor([0.0, 0.0, -1.0])  # from outside, away: a miss
-    directions = torch.nn.functional.normalize(directions, dim=-1)
-    bundle = RayBundle(origins.float(), directions.float(), torch.ones(6, 1), camera_indices=torch.zeros(6, 1, dtype=torch.long))
-    bundle = model.collider(bundle)
-    model.train()
+    from_outside = torch.tensor([[0.0, 0.1, 1.0], [0.2, -0.1, 1.0], [0.0, 0.0, -1.0]], dtype=torch.float64)  # 2 hit, 1 miss
+    directions = torch.nn.functional.normalize(torch.cat([torch.randn(3, 3, dtype=torch.float64), from_outside]), dim=-1)
+
+    def rays() -> RayBundle:
+        return RayBundle(origins.float(), directions.float(), torch.ones(6, 1), camera_indices=torch.zeros(6, 1, dtype=torch.long))
+
+    bundle = model.collider(rays())
     if not bounded:
         np.testing.assert_allclose(bundle.nears.numpy(), config.near_plane)
         np.testing.assert_allclose(bundle.fars.numpy(), config.far_plane)
@@ -508,7 +509,7 @@ def test_rays_end_at_the_scene_box_when_the_data_names_its_background(config_cla
     assert exit[5] < 0 and bundle.fars[5, 0] - bundle.nears[5, 0] < 1e-5
     model.eval()
     with torch.no_grad():
-        outputs = model(RayBundle(origins.float(), directions.float(), torch.ones(6, 1), camera_indices=torch.zeros(6, 1, dtype=torch.long)))
+        outputs = model(rays())
     assert outputs["accumulation"][5, 0] < 1e-4
     torch.testing.assert_close(outputs["rgb"][5], torch.ones(3), atol=1e-4, rtol=0)
     assert (outputs["expected_depth"][:5, 0] <= torch.from_numpy(exit[:5]).float() + 1e-4).all()
@@ -550,7 +551,9 @@ def test_short_training_raises_held_out_psnr(tiny_scene):
     before, after = result.evals[0].metrics["psnr"], result.evals[-1].metrics["psnr"]
     print(f"rvs-mc held-out PSNR: untrained {before:.2f} dB, after 300 steps {after:.2f} dB "
           f"({result.seconds_per_step:.3f} s/step)")
-    assert after > before + 6
+    # Untrained, rvs-mc renders the scene's white (about 10.5 dB): the bound is above the stall of the white image
+    # (10.5-12.6 dB), which the old "+6 dB over the untrained render" (then on black) did not rule out.
+    assert after > 14.0 and after > before + 4
 
 
 @pytest.mark.slow
