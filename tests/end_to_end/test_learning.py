@@ -45,7 +45,10 @@ def test_rvs_nerfacto_learns_a_blender_object_because_its_cameras_are_fitted(tmp
     config.pipeline.datamanager.dataparser.blender_fit_cameras = False
     unfitted = train(config, scene, steps=300, preset="cpu-small", seed=0).evals[-1].metrics["psnr"]
     print(f"rvs-nerfacto on a Blender object after 300 steps: {fitted:.2f} dB fitted, {unfitted:.2f} dB as in the files")
-    assert fitted > 14.0 and fitted > unfitted + 2.0  # 15.7 and 11.0 dB when written
+    # Fitted 15.69 / 14.28 / 13.98 dB on three machines (float rounding differs across CPUs, and the run finds the
+    # object at a different step); as in the files 10.97 / 11.29 / 11.12, about the white image alone. Both bounds
+    # fail without the fit.
+    assert fitted > 12.5 and fitted > unfitted + 1.5
 
 
 @pytest.mark.slow
