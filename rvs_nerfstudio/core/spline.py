@@ -65,6 +65,20 @@ def _bin_areas(
     return 0.5 * (densities[..., :-1] + densities[..., 1:]) * widths
 
 
+def _position_in_bin(
+    t: Float[Tensor, "*batch n"],
+    knots: Float[Tensor, "*batch m1"],
+    densities: Float[Tensor, "*batch m1"],
+    interpolation: Interpolation,
+) -> Tuple[Tensor, Float[Tensor, "*batch n"], Float[Tensor, "*batch n"]]:
+    """For each ``t``: its bin ``i`` (the first or last one off the spline), the offset :math:`x` into it clamped to
+    :math:`[0, \\Delta_i]`, and the bin's slope :math:`a_i`."""
+    widths, slopes = _bin_slopes(knots, densities, interpolation)
+    bins = (torch.searchsorted(knots.contiguous(), t.contiguous(), right=True) - 1).clamp(0, widths.shape[-1] - 1)
+    x = torch.minimum((t - knots.gather(-1, bins)).clamp_min(0), widths.gather(-1, bins))
+    return bins, x, slopes.gather(-1, bins)
+
+
 def knot_integrals(
     knots: Float[Tensor, "*batch m1"], densities: Float[Tensor, "*batch m1"], interpolation: Interpolation = "linear"
 ) -> Float[Tensor, "*batch m1"]:
@@ -88,12 +102,9 @@ def integral(
     >>> integral(torch.tensor([0.5, 2.0, 9.0]), torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0.0, 2.0, 2.0]))
     tensor([0.2500, 3.0000, 5.0000])
     """
-    widths, slopes = _bin_slopes(knots, densities, interpolation)
-    bins = (torch.searchsorted(knots.contiguous(), t.contiguous(), right=True) - 1).clamp(0, widths.shape[-1] - 1)
-    x = (t - knots.gather(-1, bins)).clamp_min(0)
-    x = torch.minimum(x, widths.gather(-1, bins))
+    bins, x, slope = _position_in_bin(t, knots, densities, interpolation)
     start = knot_integrals(knots, densities, interpolation).gather(-1, bins)
-    return start + densities.gather(-1, bins) * x + 0.5 * slopes.gather(-1, bins) * x**2
+    return start + densities.gather(-1, bins) * x + 0.5 * slope * x**2
 
 
 def opacity(
@@ -121,6 +132,20 @@ def total_opacity(
 ) -> Float[Tensor, "*batch 1"]:
     """The ray's accumulated opacity :math:`y_f = F(t_m)`."""
     return -torch.expm1(-knot_integrals(knots, densities, interpolation)[..., -1:])
+
+
+def termination_density(
+    t: Float[Tensor, "*batch n"],
+    knots: Float[Tensor, "*batch m1"],
+    densities: Float[Tensor, "*batch m1"],
+    interpolation: Interpolation = "linear",
+) -> Float[Tensor, "*batch n"]:
+    """Density of the ray's termination distance, :math:`p(t) = \\hat\\sigma(t)\\, e^{-S(t)}` (zero outside the knots);
+    it integrates to :math:`y_f`."""
+    bins, x, slope = _position_in_bin(t, knots, densities, interpolation)
+    inside = (t >= knots[..., :1]) & (t <= knots[..., -1:])
+    local_density = torch.where(inside, densities.gather(-1, bins) + slope * x, 0.0)
+    return local_density * torch.exp(-integral(t, knots, densities, interpolation))
 
 
 def interval_weights(
@@ -236,6 +261,31 @@ def sample(
 
     uniform = knots[..., :1] + u * (knots[..., -1:] - knots[..., :1])
     return torch.where(total > 0, samples, uniform)
+
+
+def importance_sample(
+    knots: Float[Tensor, "*batch m1"],
+    densities: Float[Tensor, "*batch m1"],
+    u: Float[Tensor, "*batch n"],
+    padding: float,
+    interpolation: Interpolation = "linear",
+) -> Tuple[Float[Tensor, "*batch n"], Float[Tensor, "*batch n"]]:
+    """Samples of the spline with ``padding`` added to its densities, and importance weights for the unpadded one.
+
+    The samples :math:`t_k` are :func:`sample` of :math:`q`, the termination distribution of :math:`\\hat\\sigma +`
+    ``padding`` truncated to the ray; the weights are :math:`w_k = p(t_k) / (n\\, q(t_k))` with :math:`p` the
+    unpadded :func:`termination_density`. So :math:`\\sum_k w_k f(t_k)` estimates :math:`\\int f\\, dF` without bias
+    for stratified ``u``, and its gradient reaches the densities at every sample through :math:`p(t_k)`, not only
+    through the positions. That gradient is unbiased for a linear spline; with ``"constant"`` the weight jumps where a
+    sample crosses a knot, which the pathwise gradient does not see. The weights are at most :math:`e^{\\text{padding} \\cdot L} / n` (:math:`L` the ray's
+    length), since the padded transmittance is the unpadded one times :math:`e^{-\\text{padding}\\,(t - t_0)}`.
+    """
+    padded = densities + padding
+    samples = sample(knots, padded, u, interpolation)
+    tiny = torch.finfo(densities.dtype).tiny
+    proposal = termination_density(samples, knots, padded, interpolation) / total_opacity(knots, padded, interpolation)
+    target = termination_density(samples, knots, densities, interpolation)
+    return samples, target / (u.shape[-1] * proposal.clamp_min(tiny))
 
 
 class _ScaleGradient(torch.autograd.Function):

@@ -13,6 +13,12 @@ computes exactly this when every point has weight :math:`y_f / K`, so its backgr
 are; with "last_sample", :math:`c_{bg}` is the colour at the last (farthest) point, as in nerfacto. Gradients of
 the photometric loss reach every density network through :math:`y_f` and through the positions :math:`t_k`;
 there is no interlevel loss.
+
+In training the K points are drawn from the spline with ``training_padding`` added (q) and weighted by
+:math:`p(t_k) / (K\\, q(t_k))` instead of :math:`y_f / K`: the same colour in expectation, and every point also
+gives the density there a gradient. Without it, far space, which starts with most of the opacity, keeps the points
+and the image gets painted on a far shell (README, "Decisions worth knowing"). Evaluation draws from the spline
+itself.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     """K for evaluation and rendering; None uses num-radiance-samples."""
     eval_num_draws: int = 1
     """Independent draws of K points averaged per pixel at evaluation (1: deterministic midpoints; more: fixed seed)."""
+    training_padding: float = 1.0
+    """Optical depth per unit spacing added to the density spline that the K training points are drawn from; each
+    point is weighted by p/q (spline over padded spline), so the colour estimate stays unbiased, and the density
+    networks get a gradient at every point, not only through its position. 0: draw from the spline itself (the
+    paper's estimator), which on unbounded scenes paints the image on a far shell (README, "Decisions")."""
     background_color: Literal["auto", "random", "last_sample", "black", "white"] = "auto"
     """Colour behind the density, weighted 1 - y_f. "auto": the colour auto-data says the images were composited on
     (Blender scenes: white, as in the paper; RGB images with one plain border colour: that colour), else "random".
@@ -86,6 +97,7 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             num_radiance_samples=config.num_radiance_samples,
             eval_num_radiance_samples=config.eval_num_radiance_samples or config.num_radiance_samples,
             eval_num_draws=config.eval_num_draws,
+            training_padding=config.training_padding,
             single_jitter=config.use_single_jitter,
             interpolation=config.density_interpolation,
             density_padding=config.density_padding,
@@ -146,7 +158,7 @@ class RVSMonteCarloModel(RVSNerfactoModel):
         points, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
         spline_weights, spline_intervals = weights_list[-1], ray_samples_list[-1]
         accumulation = self.renderer_accumulation(weights=spline_weights)
-        point_weights = (accumulation / points.shape[-1])[..., None, :].expand(*points.shape, 1)
+        point_weights = points.metadata["point_weights"]
         field_outputs = self.field(points)
         outputs = {
             "rgb": self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=point_weights),

@@ -27,7 +27,10 @@ class RVSMonteCarloSampler(RVSProposalSampler):
 
     All levels but the last resample as in :class:`~rvs_nerfstudio.samplers.proposal.RVSProposalSampler` (density
     padding included). The last level's density at its bins defines the ray's rendering distribution: a
-    spline with no padding, from which the radiance points are drawn. Its knot intervals, weighted by their
+    spline with no padding, from which the radiance points are drawn in evaluation; in training they are drawn
+    from it with ``training_padding`` added and importance-weighted (:func:`rvs_nerfstudio.core.spline.importance_sample`).
+    Each point's weight (``metadata["point_weights"]``, summing to an estimate of the opacity) is what the
+    renderer multiplies its colour by. Its knot intervals, weighted by their
     termination probabilities, are appended to the per-level lists for depth, accumulation and the
     distortion loss.
 
@@ -37,6 +40,8 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         eval_num_radiance_samples: K at evaluation.
         eval_num_draws: Independent draws of K points per ray at evaluation; with 1 the quantiles are the
             strata midpoints, with more they are jittered from a fixed seed (see :meth:`image_render`).
+        training_padding: Optical depth per unit spacing added to the spline the training points are drawn from
+            (0: the spline itself, weights y_f / K).
         **proposal_options: ``single_jitter``, ``interpolation``, ... as for the parent.
     """
 
@@ -46,12 +51,14 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         num_radiance_samples: int,
         eval_num_radiance_samples: int,
         eval_num_draws: int,
+        training_padding: float = 0.0,
         **proposal_options,
     ) -> None:
         # The parent's "samples per ray handed to the radiance field" are the K training points.
         super().__init__(num_proposal_samples_per_ray, num_radiance_samples, **proposal_options)
         self.eval_num_radiance_samples = eval_num_radiance_samples
         self.eval_num_draws = eval_num_draws
+        self.training_padding = training_padding
         self._image_generator: Optional[torch.Generator] = None
 
     @contextlib.contextmanager
@@ -73,14 +80,23 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         weights_list: List[Tensor],
         ray_samples_list: List[RaySamples],
     ) -> RaySamples:
-        """Zero-width samples at the K radiance points ``[num_rays, num_points]``, drawn from the last level's
-        density spline (no padding); the spline's interval weights and intervals are appended to the lists."""
+        """Zero-width samples at the K radiance points ``[num_rays, num_points]`` with their colour weights
+        ``metadata["point_weights"]`` ``[num_rays, num_points, 1]``, drawn from the last level's density spline (in
+        training padded, see the class); the spline's interval weights and intervals are appended to the lists."""
         knots, knot_densities = spline_from_bins(ray_samples, density)
         weights_list.append(spline.interval_weights(knots, knot_densities, self.interpolation)[..., None])
         ray_samples_list.append(along_rays(ray_bundle, ray_samples, knots[..., :-1], knots[..., 1:]))
         u = self.quantiles(knots.shape[:-1], knots.device, knots.dtype)
-        points = spline.sample(knots, knot_densities, u, self.interpolation)
-        return along_rays(ray_bundle, ray_samples, points, points)
+        if self.training and self.training_padding > 0:
+            padding = self.training_padding
+            points, point_weights = spline.importance_sample(knots, knot_densities, u, padding, self.interpolation)
+        else:
+            points = spline.sample(knots, knot_densities, u, self.interpolation)
+            y_f = spline.total_opacity(knots, knot_densities, self.interpolation)
+            point_weights = (y_f / u.shape[-1]).expand_as(points)
+        samples = along_rays(ray_bundle, ray_samples, points, points)
+        samples.metadata = {**(samples.metadata or {}), "point_weights": point_weights[..., None]}
+        return samples
 
     def quantiles(
         self, batch_shape: torch.Size, device: torch.device, dtype: torch.dtype

@@ -111,9 +111,12 @@ def estimates(model, num_draws: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("num_radiance_samples", [1, 4, 16])
-def test_colour_estimate_is_unbiased_and_stratification_lowers_variance(num_radiance_samples, monkeypatch):
+@pytest.mark.parametrize("training_padding", [0.0, RVSMonteCarloModelConfig.training_padding])
+def test_colour_estimate_is_unbiased_and_stratification_lowers_variance(num_radiance_samples, training_padding, monkeypatch):
+    """Training-mode colour against the quadrature, drawn from the spline itself (0) and importance-weighted from the
+    padded spline (the default)."""
     torch.manual_seed(0)
-    model = fixed_spline_model(num_radiance_samples)
+    model = fixed_spline_model(num_radiance_samples, training_padding=training_padding)
     reference = quadrature_colour(model)
     stratified = estimates(model, 20_000)
     monkeypatch.setattr(
@@ -406,9 +409,10 @@ def test_each_stratum_of_a_draw_gets_its_own_jitter(mode, draws):
 
 
 def test_last_sample_background_is_the_colour_at_the_farthest_point():
-    """Ĉ = y_f·mean c(t_k) + (1 - y_f)·c(t_K): nerfacto's background choice, from the K evaluations alone."""
+    """Ĉ = y_f·mean c(t_k) + (1 - y_f)·c(t_K): nerfacto's background choice, from the K evaluations alone (points
+    drawn from the spline itself, so that every weight is y_f / K)."""
     torch.manual_seed(0)
-    model = fixed_spline_model(num_radiance_samples=4)
+    model = fixed_spline_model(num_radiance_samples=4, training_padding=0.0)
     model.config.background_color = model.renderer_rgb.background_color = "last_sample"
     positions = []
     model.field = KnownColourField(lambda t: positions.append(t) or smooth_colour(t))
