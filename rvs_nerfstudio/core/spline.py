@@ -143,9 +143,10 @@ def termination_density(
     """Density of the ray's termination distance, :math:`p(t) = \\hat\\sigma(t)\\, e^{-S(t)}` (zero outside the knots);
     it integrates to :math:`y_f`."""
     bins, x, slope = _position_in_bin(t, knots, densities, interpolation)
+    density = densities.gather(-1, bins)
+    optical_depth = knot_integrals(knots, densities, interpolation).gather(-1, bins) + density * x + 0.5 * slope * x**2
     inside = (t >= knots[..., :1]) & (t <= knots[..., -1:])
-    local_density = torch.where(inside, densities.gather(-1, bins) + slope * x, 0.0)
-    return local_density * torch.exp(-integral(t, knots, densities, interpolation))
+    return torch.where(inside, density + slope * x, 0.0) * torch.exp(-optical_depth)
 
 
 def interval_weights(
@@ -277,8 +278,8 @@ def importance_sample(
     unpadded :func:`termination_density`. So :math:`\\sum_k w_k f(t_k)` estimates :math:`\\int f\\, dF` without bias
     for stratified ``u``, and its gradient reaches the densities at every sample through :math:`p(t_k)`, not only
     through the positions. That gradient is unbiased for a linear spline; with ``"constant"`` the weight jumps where a
-    sample crosses a knot, which the pathwise gradient does not see. The weights are at most :math:`e^{\\text{padding} \\cdot L} / n` (:math:`L` the ray's
-    length), since the padded transmittance is the unpadded one times :math:`e^{-\\text{padding}\\,(t - t_0)}`.
+    sample crosses a knot, which the pathwise gradient does not see. The weights are at most
+    :math:`e^{\\text{padding} \\cdot L} / n` (:math:`L` the ray's length), since the padded transmittance is the unpadded one times :math:`e^{-\\text{padding}\\,(t - t_0)}`.
     """
     padded = densities + padding
     samples = sample(knots, padded, u, interpolation)

@@ -138,6 +138,8 @@ class RVSMonteCarloModel(RVSNerfactoModel):
             raise ValueError(f"num-radiance-samples must be at least 1 (got {config.num_radiance_samples}).")
         if config.eval_num_radiance_samples is not None and config.eval_num_radiance_samples < 1:
             raise ValueError(f"eval-num-radiance-samples must be at least 1 (got {config.eval_num_radiance_samples}).")
+        if config.training_padding < 0:
+            raise ValueError(f"training-padding must be 0 or more (got {config.training_padding}).")
         if config.eval_num_draws < 1:
             raise ValueError(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
 

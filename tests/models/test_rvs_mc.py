@@ -433,6 +433,7 @@ def test_last_sample_background_is_the_colour_at_the_farthest_point():
         (dict(num_radiance_samples=0), "num-radiance-samples must be at least 1"),
         (dict(eval_num_radiance_samples=0), "eval-num-radiance-samples must be at least 1"),
         (dict(eval_num_draws=0), "eval-num-draws must be at least 1"),
+        (dict(training_padding=-0.5), "training-padding must be 0 or more"),
         (dict(num_proposal_iterations=0, num_proposal_samples_per_ray=()), "at least one density network"),
         (dict(num_proposal_samples_per_ray=(32,)), "one count per proposal level"),
         (dict(num_proposal_samples_per_ray=(16, 32)), "must not grow from one level to the next"),
@@ -643,3 +644,23 @@ def test_render_k_of_one_is_allowed_and_the_slider_reaches_the_configured_k(ray_
     assert calls == [len(ray_bundle)]
     assert model.viewer_radiance_samples.max == 64
     assert build_model(RVSMonteCarloModelConfig, eval_num_radiance_samples=100).viewer_radiance_samples.max == 100
+
+
+def test_training_points_come_from_the_padded_spline_only_in_training():
+    """With training padding the weights vary per point and their sum averages y_f; with padding 0 every weight is
+    y_f / K, and at evaluation every weight is the same."""
+    torch.manual_seed(0)
+    model = fixed_spline_model(4, training_padding=1.0)
+
+    def weights(model) -> torch.Tensor:
+        with torch.no_grad():
+            points = model.proposal_sampler(model.collider(one_ray(4000)), density_fns=model.density_fns)[0]
+        return points.metadata["point_weights"][..., 0].double()
+
+    padded, plain = weights(model), weights(fixed_spline_model(4, training_padding=0.0))
+    y_f = 4 * plain[0, 0].item()
+    assert 0.5 < y_f < 0.99 and padded.std() > 0.05 * y_f / 4
+    assert abs(padded.sum(-1).mean().item() - y_f) < 4 * padded.sum(-1).std().item() / np.sqrt(4000)
+    np.testing.assert_allclose(plain.numpy(), y_f / 4, rtol=1e-5)
+    evaluated = weights(model.eval())
+    np.testing.assert_allclose(evaluated.numpy(), evaluated[0, 0].item(), rtol=1e-5)  # no padding in evaluation
