@@ -133,21 +133,12 @@ def run_cli(args: List[str], timeout: float = 600, check: bool = True) -> subpro
     return result
 
 
-def preset_flags(method: str, preset: str = "cpu-small") -> List[str]:
-    """The preset's ``ns-train`` flags for ``method``; rvs-mc hides num-nerf-samples-per-ray (K replaces it)."""
-    flags = presets.cli_args(preset)
-    if method == "rvs-mc" and "--pipeline.model.num-nerf-samples-per-ray" in flags:
-        index = flags.index("--pipeline.model.num-nerf-samples-per-ray")
-        del flags[index : index + 2]
-    return flags
-
-
 def train(method: str, data: Path, output_dir: Path, steps: int, *extra: str) -> Path:
     """``ns-train`` with the cpu-small preset and no device flag; returns the run's ``config.yml``."""
     run_cli(
         ["ns-train", method, "--data", data, "--output-dir", output_dir, "--vis", "tensorboard"]
         + ["--max-num-iterations", str(steps), "--steps-per-save", str(max(1, steps // 2))]
-        + preset_flags(method)
+        + presets.cli_args("cpu-small", method)
         + list(extra)
     )
     (config,) = output_dir.glob(f"*/{method}/*/config.yml")

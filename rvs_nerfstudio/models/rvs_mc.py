@@ -44,6 +44,10 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     """Monte Carlo rendering with RVS: density networks for geometry, the radiance field at K points per ray."""
 
     _target: Type = field(default_factory=lambda: RVSMonteCarloModel)
+    num_proposal_samples_per_ray: Tuple[int, ...] = (128, 96)
+    """Points per ray at each density level: nerfacto's 256 + 96 with the first level halved. The density levels took
+    three quarters of the render time, so K alone saved little; the last level's spline keeps its resolution (fewer
+    points there cost quality on objects; README, "Decisions worth knowing")."""
     num_radiance_samples: int = 8
     """K in training: radiance-field evaluations per ray, at stratified reparameterized draws from the density spline."""
     eval_num_radiance_samples: Optional[int] = None
@@ -57,10 +61,11 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     paper's estimator), which on unbounded scenes paints the image on a far shell (README, "Decisions")."""
     background_color: Literal["auto", "random", "last_sample", "black", "white"] = "auto"
     """Colour behind the density, weighted 1 - y_f. "auto": the colour auto-data says the images were composited on
-    (Blender scenes: white, as in the paper; RGB images with one plain border colour: that colour), else "random".
-    "random" in training makes the density explain every pixel. "last_sample" (nerfacto's default) is the radiance at
-    the last of the K points, in the spline's last quantile stratum: no extra radiance call, but it lets colour stand
-    in for geometry."""
+    (Blender scenes: white, as in the paper; RGB images with one plain border colour: that colour), else "last_sample"
+    (nerfacto's default): the radiance at the last of the K points, in the spline's last quantile stratum, with no
+    extra radiance call. "random" on data that was not composited makes the density explain every pixel, but while
+    the opacity is low the noise alone is brighter than dark targets, and the radiance field's colour saturates at
+    black within ten steps and never recovers (README, "Decisions worth knowing")."""
     ray_bounds: Literal["auto", "near-far", "scene-box"] = "auto"
     """As for rvs-nerfacto, where near-far is the default. Here "auto": on data composited onto a background, far
     space would otherwise fill with fog of that colour, which takes Monte Carlo points from the object and stalls
@@ -120,7 +125,7 @@ class RVSMonteCarloModel(RVSNerfactoModel):
         if self.config.background_color != "auto":
             return self.config.background_color
         composited_on = self.data_background()
-        return "random" if composited_on is None else composited_on.float()
+        return "last_sample" if composited_on is None else composited_on.float()
 
     def set_eval_num_radiance_samples(self, num_radiance_samples: int) -> None:
         """Sets K for evaluation and rendering (the viewer's slider calls this); training's K is unchanged."""

@@ -64,7 +64,7 @@ def run_demo(config: DemoConfig) -> dict:
     _run(
         [str(bin_dir / "ns-train"), config.method, "--data", str(config.data), "--output-dir", str(config.output_dir)]
         + ["--vis", "tensorboard", "--max-num-iterations", str(steps), "--steps-per-save", str(steps)]
-        + presets.cli_args("full" if on_gpu else "cpu-small")
+        + presets.cli_args("full" if on_gpu else "cpu-small", config.method)
     )
     trained = _latest_config(config.output_dir, config.method)
     metrics_path = trained.parent / "eval.json"

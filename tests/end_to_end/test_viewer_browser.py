@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from rvs_nerfstudio.data.synth import SynthConfig, generate_scene
-from tests.helpers import BIN, OFFLINE_ENV, preset_flags
+from rvs_nerfstudio.tools import presets
+from tests.helpers import BIN, OFFLINE_ENV
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -70,7 +71,7 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
 def training_with_viewer(method: str, scene: Path, output_dir: Path, *extra: str) -> Iterator[str]:
     """Runs ``ns-train METHOD --vis viewer`` on a loopback port; yields the viewer's URL, stops training after."""
     port = free_port()
-    flags = preset_flags(method)
+    flags = presets.cli_args("cpu-small", method)
     log = output_dir / "ns-train.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(

@@ -23,7 +23,8 @@ from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 from rvs_nerfstudio.samplers.proposal import spline_from_bins
-from tests.helpers import TINY_FIELD, build_model, preset_flags, resampled_quantiles, run_cli, train, training_pass
+from rvs_nerfstudio.tools import presets
+from tests.helpers import TINY_FIELD, build_model, resampled_quantiles, run_cli, train, training_pass
 
 CAMERA_Z = 3.0
 """The constructed ray starts at (0, 0, CAMERA_Z) and looks down -z, so its distance is t = CAMERA_Z - z."""
@@ -452,20 +453,22 @@ def test_impossible_options_are_rejected(overrides, message):
     [
         ("auto", {BACKGROUND_METADATA_KEY: torch.ones(3)}, [1.0, 1.0, 1.0]),  # Blender through auto-data
         ("auto", {BACKGROUND_METADATA_KEY: torch.tensor([0.2, 0.4, 0.6])}, [0.2, 0.4, 0.6]),
-        ("auto", {}, [0.0, 0.0, 0.0]),  # RGB data: random in training, rendered as on black
-        ("auto", None, [0.0, 0.0, 0.0]),  # a model built without metadata (nerfstudio's Model does not need it)
+        ("auto", {}, "last point"),  # RGB data not composited on a colour: nerfacto's last_sample
+        ("auto", None, "last point"),  # a model built without metadata (nerfstudio's Model does not need it)
         ("black", {BACKGROUND_METADATA_KEY: torch.ones(3)}, [0.0, 0.0, 0.0]),  # an explicit value wins
     ],
 )
 def test_background_follows_the_data_unless_set(option, metadata, expected):
-    """In evaluation, a ray with no opacity renders the background: the data's colour under "auto"."""
+    """In evaluation, a ray with no opacity renders the background: the data's colour under "auto", or the colour
+    at its last (farthest) point where the data name none."""
     torch.manual_seed(0)
     config = RVSMonteCarloModelConfig(**{**TINY_FIELD, "background_color": option})
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config.setup(scene_box=scene_box, num_train_data=4, **({} if metadata is None else {"metadata": metadata}))
     model.eval()
-    rendered = model.renderer_rgb(rgb=torch.rand(2, 8, 3), weights=torch.zeros(2, 8, 1))
-    torch.testing.assert_close(rendered, torch.tensor([expected] * 2))
+    colours = torch.rand(2, 8, 3)
+    rendered = model.renderer_rgb(rgb=colours, weights=torch.zeros(2, 8, 1))
+    torch.testing.assert_close(rendered, colours[:, -1] if expected == "last point" else torch.tensor([expected] * 2))
 
 
 def slab_bounds(origins: np.ndarray, directions: np.ndarray, low: float, high: float):
@@ -566,7 +569,7 @@ def test_ns_train_eval_render_end_to_end(tiny_scene, tmp_path):
     run_cli(
         ["ns-train", "rvs-mc", "--data", tiny_scene, "--output-dir", tmp_path / "runs", "--vis", "tensorboard"]
         + ["--max-num-iterations", "20", "--steps-per-save", "10"]
-        + preset_flags("rvs-mc")
+        + presets.cli_args("cpu-small", "rvs-mc")
         + ["--pipeline.model.num-radiance-samples", "4"]
         + ["--pipeline.model.eval-num-radiance-samples", "6", "--pipeline.model.eval-num-draws", "2"],
         timeout=600,
