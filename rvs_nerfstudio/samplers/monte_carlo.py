@@ -84,7 +84,8 @@ class RVSMonteCarloSampler(RVSProposalSampler):
         ``metadata["point_weights"]`` ``[num_rays, num_points, 1]``, drawn from the last level's density spline (in
         training padded, see the class); the spline's interval weights and intervals are appended to the lists."""
         knots, knot_densities = spline_from_bins(ray_samples, density)
-        weights_list.append(spline.interval_weights(knots, knot_densities, self.interpolation)[..., None])
+        interval_weights = spline.interval_weights(knots, knot_densities, self.interpolation)
+        weights_list.append(interval_weights[..., None])
         ray_samples_list.append(along_rays(ray_bundle, ray_samples, knots[..., :-1], knots[..., 1:]))
         u = self.quantiles(knots.shape[:-1], knots.device, knots.dtype)
         if self.training and self.training_padding > 0:
@@ -92,7 +93,7 @@ class RVSMonteCarloSampler(RVSProposalSampler):
             points, point_weights = spline.importance_sample(knots, knot_densities, u, padding, self.interpolation)
         else:
             points = spline.sample(knots, knot_densities, u, self.interpolation)
-            y_f = spline.total_opacity(knots, knot_densities, self.interpolation)
+            y_f = interval_weights.sum(dim=-1, keepdim=True)  # the intervals' termination probabilities sum to y_f
             point_weights = (y_f / u.shape[-1]).expand_as(points)
         samples = along_rays(ray_bundle, ray_samples, points, points)
         samples.metadata = {**(samples.metadata or {}), "point_weights": point_weights[..., None]}
