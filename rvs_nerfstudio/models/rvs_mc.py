@@ -80,6 +80,9 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     predict_normals: Suppress[bool] = False
     orientation_loss_mult: Suppress[float] = 0.0
     pred_normal_loss_mult: Suppress[float] = 0.0
+    # The density networks are the model here: they learn on every step.
+    proposal_update_every: Suppress[int] = 0
+    proposal_warmup: Suppress[int] = 0
 
 
 class RVSMonteCarloModel(RVSNerfactoModel):

@@ -45,10 +45,15 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     hold the background). "scene-box": where each ray enters and leaves the data's scene box; beyond it there is only
     the background colour. "auto": the scene box when the data parser names the background the images were
     composited on (Blender scenes; RGB images with one plain border colour), else near-far."""
-    # Knobs of the interlevel-loss schedule that have no meaning with RVS: fixed and hidden from the CLI.
+    proposal_update_every: int = 0
+    """Train the proposal networks on nerfacto's schedule: with a gradient on every step of the first 10, then once
+    more than this many steps have passed since they last had one (reached over proposal-warmup steps); on the other
+    steps their samples are placed without a gradient, as nerfacto's are, and the step costs about what nerfacto's
+    does. 0: with a gradient on every step (the paper's)."""
+    proposal_warmup: int = 5000
+    """Steps over which proposal-update-every is reached (nerfacto's meaning)."""
+    # Knobs of the interlevel loss that have no meaning with RVS: fixed and hidden from the CLI.
     interlevel_loss_mult: Suppress[float] = 0.0
-    proposal_update_every: Suppress[int] = 1
-    proposal_warmup: Suppress[int] = 0
     use_proposal_weight_anneal: Suppress[bool] = False
 
 
@@ -69,6 +74,8 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             interpolation=self.config.density_interpolation,
             density_padding=self.config.density_padding,
             initial_sampler=self.proposal_sampler.initial_sampler,
+            # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
+            update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
         )
         if self.bounded_by_scene_box():
             self.collider = AABBBoxCollider(self.scene_box, near_plane=self.config.near_plane)
@@ -99,6 +106,8 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
                 f"Sample counts per level {counts} must not grow from one level to the next (each level is resampled "
                 "from the one before): e.g. num-proposal-samples-per-ray 256 96 and num-nerf-samples-per-ray 48."
             )
+        if min(config.proposal_update_every, config.proposal_warmup) < 0:
+            raise ValueError("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
         if not 0 <= config.near_plane < config.far_plane:
             raise ValueError(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
         if config.predict_normals:
@@ -109,9 +118,11 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
         return (*self.config.num_proposal_samples_per_ray, self.config.num_nerf_samples_per_ray)
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        """Nerfacto's callbacks, plus one that tells the loss guard the step."""
+        """Nerfacto's callbacks, plus one that tells the loss guard the step and one that counts steps for the proposal
+        schedule."""
         return super().get_training_callbacks(training_callback_attributes) + [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.loss_guard.set_step)
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.loss_guard.set_step),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.proposal_sampler.step_cb),
         ]
 
     def get_loss_dict(

@@ -9,6 +9,7 @@ photometric loss trains every proposal network and no interlevel loss is needed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -54,6 +55,9 @@ class RVSProposalSampler(Sampler):
         density_padding: Optical depth per unit spacing added along every ray before resampling.
         initial_sampler: Spaced sampler of the first level; its spacing coordinate is the one the density
             splines live in. Uniform-then-linear-in-disparity by default.
+        update_sched: Nerfacto's proposal schedule: step → steps to wait between training steps on which the proposal
+            levels keep their gradient (and always on the first 10); on the others their samples are placed
+            without one, as nerfacto's are. None: on every step. :meth:`step_cb` counts the steps.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class RVSProposalSampler(Sampler):
         interpolation: spline.Interpolation = "linear",
         density_padding: float = 0.0,
         initial_sampler: Optional[SpacedSampler] = None,
+        update_sched: Optional[Callable[[int], float]] = None,
     ) -> None:
         super().__init__()
         self.num_proposal_samples_per_ray = tuple(num_proposal_samples_per_ray)
@@ -72,6 +77,24 @@ class RVSProposalSampler(Sampler):
         self.interpolation: spline.Interpolation = interpolation
         self.density_padding = density_padding
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
+        self.update_sched = update_sched
+        self._step = 0
+        self._steps_since_update = 0
+
+    def step_cb(self, step: int) -> None:
+        """Training callback after each step: counts steps for ``update_sched``."""
+        self._step = step
+        self._steps_since_update += 1
+
+    def proposals_learn(self) -> bool:
+        """Whether this training step's proposal levels keep their gradient (see ``update_sched``); True outside
+        training."""
+        if self.update_sched is None or not self.training:
+            return True
+        learn = self._steps_since_update > self.update_sched(self._step) or self._step < 10
+        if learn:
+            self._steps_since_update = 0
+        return learn
 
     def generate_ray_samples(
         self, ray_bundle: Optional[RayBundle] = None, density_fns: Optional[List[Callable]] = None
@@ -83,7 +106,9 @@ class RVSProposalSampler(Sampler):
             ``[num_rays, num_samples, 1]`` and samples (for depth outputs and the distortion loss).
         """
         assert ray_bundle is not None and density_fns is not None
-        ray_samples, density, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns)
+        with contextlib.nullcontext() if self.proposals_learn() else torch.no_grad():
+            ray_samples, density, weights_list, ray_samples_list = self.proposal_levels(ray_bundle, density_fns)
+        # Outside no_grad: the radiance field's samples keep the camera optimizer's pose gradient.
         radiance_samples = self.radiance_samples(ray_bundle, ray_samples, density, weights_list, ray_samples_list)
         return radiance_samples, weights_list, ray_samples_list
 

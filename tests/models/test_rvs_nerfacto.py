@@ -198,3 +198,38 @@ def test_training_callbacks_tell_the_loss_guard_each_step_before_its_iteration(r
                      str(stopped.value))
     assert found, stopped.value
     assert float(found.group(1)) == pytest.approx(finite_loss, rel=1e-5)
+
+
+def nerfacto_update_schedule(step: int, update_every: int, warmup: int) -> float:
+    """Nerfacto's proposal schedule as its docs state it: from 1 at step 0 to update_every at warmup, at least 1."""
+    return float(np.clip(step / warmup * update_every, 1, update_every))
+
+
+def test_proposal_schedule_option_trains_the_proposals_on_nerfactos_steps(ray_bundle):
+    default = build_model(RVSNerfactoModelConfig)
+    assert default.proposal_sampler.update_sched is None  # every step
+    model = build_model(RVSNerfactoModelConfig, proposal_update_every=5, proposal_warmup=1000)
+    for step in (0, 100, 400, 999, 1000, 5000):
+        assert model.proposal_sampler.update_sched(step) == pytest.approx(nerfacto_update_schedule(step, 5, 1000))
+    attributes = TrainingCallbackAttributes(optimizers=None, grad_scaler=None, pipeline=None, trainer=None)
+    callbacks = model.get_training_callbacks(attributes)
+
+    def train_step(step: int) -> list:
+        """Proposal-network gradient norms of the RGB loss at ``step``, after the trainer's callbacks."""
+        model.zero_grad()
+        for callback in callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        training_pass(model, copy.deepcopy(ray_bundle))[1]["rgb_loss"].backward()  # the camera optimizer moves the rays
+        for callback in callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        return proposal_grad_norms(model)
+
+    learned = [all(norm > 0 for norm in train_step(step)) for step in range(5000, 5013)]
+    assert learned == [True] + [False] * 5 + [True] + [False] * 5 + [True]  # every 6th step, as nerfacto's sampler
+    field_grads = [p.grad for p in model.field.parameters() if p.grad is not None]
+    assert field_grads and any(g.abs().sum() > 0 for g in field_grads)
+
+
+def test_negative_proposal_schedule_is_rejected():
+    with pytest.raises(ValueError, match="proposal-update-every and proposal-warmup must be at least 0"):
+        build_model(RVSNerfactoModelConfig, proposal_update_every=-1)

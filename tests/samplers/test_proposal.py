@@ -252,3 +252,47 @@ def test_gradient_reaching_each_proposal_level_matches_finite_difference():
         print(f"{name}: autograd {gradient.item():.6g}, finite difference {finite_difference:.6g}")
         assert abs(finite_difference) > 1e-3
         assert gradient.item() == pytest.approx(finite_difference, rel=1e-4)
+
+
+# --- Proposal schedule ---------------------------------------------------------------------------------------
+
+
+def test_proposal_schedule_keeps_the_gradient_on_the_steps_nerfstudios_sampler_does():
+    """With the same schedule, the RVS sampler's proposal levels learn on exactly the steps on which nerfstudio's own
+    ProposalNetworkSampler evaluates its proposal networks with a gradient (the reference)."""
+    from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler
+
+    def schedule(step: int) -> float:
+        return 1.0 if step < 20 else 3.0
+
+    ours = RVSProposalSampler((24, 16), 8, update_sched=schedule).train()
+    reference = ProposalNetworkSampler(num_proposal_samples_per_ray=(24, 16), num_nerf_samples_per_ray=8,
+                                       num_proposal_network_iterations=2, update_sched=schedule).train()
+    bundle = straight_rays([0.5, 0.8], [6.0, 5.0], dtype=torch.float64)
+    levels = [ScaledBump(), MovableBump()]
+    ours_learned, reference_learned = [], []
+    for step in range(40):
+        samples, weights, _ = ours(bundle, density_fns=levels)
+        ours_learned.append(samples.frustums.starts.requires_grad and weights[0].requires_grad)
+        assert samples.frustums.starts.requires_grad == weights[0].requires_grad == weights[1].requires_grad
+        _, reference_weights, _ = reference(bundle, density_fns=levels)
+        reference_learned.append(reference_weights[0].requires_grad)
+        ours.step_cb(step)
+        reference.step_cb(step)
+    print("steps with a proposal gradient:", [step for step, learned in enumerate(ours_learned) if learned])
+    assert ours_learned == reference_learned
+    assert all(ours_learned[:10]) and ours_learned[10:20].count(True) == 5 and ours_learned[20:].count(True) == 5
+
+
+def test_steps_without_a_proposal_gradient_keep_the_pose_gradient_and_evaluation_ignores_the_schedule():
+    sampler = RVSProposalSampler((24, 16), 8, update_sched=lambda step: 1e9).train()
+    sampler.step_cb(50)
+    bundle = straight_rays([0.5, 0.8], [6.0, 5.0], dtype=torch.float64)
+    bundle.origins.requires_grad_(True)
+    levels = [ScaledBump(), MovableBump()]
+    samples, weights, _ = sampler(bundle, density_fns=levels)
+    assert not samples.frustums.starts.requires_grad and not weights[0].requires_grad
+    (origin_grad,) = torch.autograd.grad(samples.frustums.get_positions().sum(), bundle.origins)
+    torch.testing.assert_close(origin_grad, torch.full_like(origin_grad, 8.0))  # d(sum of 8 positions)/d(origin)
+    samples, weights, _ = sampler.eval()(bundle, density_fns=levels)
+    assert samples.frustums.starts.requires_grad and weights[0].requires_grad  # outside training: no schedule

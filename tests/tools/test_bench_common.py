@@ -65,6 +65,19 @@ def test_method_options_are_set_after_the_preset_on_a_copy():
         method_config(parse_method("nerfactoo"), methods, "cpu-small")
 
 
+def test_dotted_options_set_the_trainer_config_at_that_path():
+    methods = {"rvs-nerfacto": rvs_nerfacto.config}
+    text = "rvs-nerfacto:optimizers.proposal_networks.optimizer.lr=1e-3,pipeline.datamanager.train_num_rays_per_batch=256"
+    config = method_config(parse_method(text), methods, "cpu-small")
+    assert config.optimizers["proposal_networks"]["optimizer"].lr == 1e-3
+    assert config.optimizers["fields"]["optimizer"].lr == 1e-2  # only the named one
+    assert config.pipeline.datamanager.train_num_rays_per_batch == 256
+    assert rvs_nerfacto.config.optimizers["proposal_networks"]["optimizer"].lr == 1e-2  # registered config untouched
+    for key in ("optimizers.proposal_network.optimizer.lr", "pipeline.model.no_such_field"):
+        with pytest.raises(SystemExit, match=f"^rvs-bench: rvs-nerfacto's config has no option '{key}'"):
+            method_config(parse_method(f"rvs-nerfacto:{key}=1"), methods, "cpu-small")
+
+
 def test_every_method_draws_its_rays_in_the_main_process():
     nerfacto_like = copy.deepcopy(rvs_nerfacto.config)
     nerfacto_like.pipeline.datamanager = ParallelDataManagerConfig(

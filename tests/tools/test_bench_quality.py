@@ -11,7 +11,10 @@ from rvs_nerfstudio.tools.bench.quality import (
     QualityConfig,
     cost_rows,
     cost_table,
+    late_drop,
     markdown_table,
+    paired_rows,
+    paired_table,
     run_quality,
     summarize,
     write_results,
@@ -96,11 +99,49 @@ def test_step_time_ratio_is_the_mean_of_per_seed_ratios():
     assert rvs["ratio"] == pytest.approx((150 / 100 + 100 / 200) / 2)  # 1.0; the ratio of the mean times would be 0.83
 
 
+def with_evals(run: dict, psnr_by_step: dict) -> dict:
+    """``run`` evaluated at the given steps (training seconds = step / 5), its final PSNR the last one's."""
+    run["evals"] = [{"step": step, "train_seconds": step / 5, "metrics": {"psnr": psnr}} for step, psnr in psnr_by_step.items()]
+    run["psnr"], run["train_seconds"] = run["evals"][-1]["metrics"]["psnr"], run["evals"][-1]["train_seconds"]
+    return run
+
+
+def test_late_drop_is_the_largest_fall_below_the_best_so_far_in_the_second_half():
+    run = with_evals(fake_run("rvs-nerfacto", "object", 0, 0.0), {0: 10.0, 100: 17.5, 200: 14.0, 250: 16.0, 400: 15.0, 500: 16.5})
+    assert late_drop(run, 500) == pytest.approx(2.5)  # at step 400 (2.5 below 17.5); step 200's 3.5 is in the first half
+    assert late_drop(run, 1000) == pytest.approx(1.0)  # of 1000 steps only step 500 (16.5) is in the second half
+    assert late_drop(run, 1200) == 0.0  # no evaluation in the second half
+    rising = with_evals(fake_run("nerfacto", "object", 0, 0.0), {0: 10.0, 250: 12.0, 500: 13.0})
+    assert late_drop(rising, 500) == 0.0
+
+
+def test_paired_table_has_per_seed_differences_at_equal_steps_and_time():
+    runs = [
+        with_evals(fake_run("nerfacto", "object", 0, 0.0), {0: 10.0, 250: 14.0, 500: 15.0}),  # 100 s
+        with_evals(fake_run("nerfacto", "object", 1, 0.0), {0: 10.0, 250: 15.0, 500: 16.0}),
+        # Slower: at nerfacto's 100 s only step 250 (50 s) is within; step 550 ends at 110 s.
+        with_evals(fake_run("rvs-nerfacto", "object", 0, 0.0), {0: 10.0, 250: 16.0, 550: 16.5}),
+        with_evals(fake_run("rvs-nerfacto", "object", 1, 0.0), {0: 10.0, 250: 17.0, 500: 15.5}),
+    ]
+    results = fake_results(runs)
+    nerfacto, rvs = paired_rows(results)
+    assert (nerfacto["equal_steps"], nerfacto["equal_time"], nerfacto["late_drop"]) == (None, None, [0.0, 0.0])
+    assert rvs["equal_steps"] == pytest.approx([1.5, -0.5])
+    assert rvs["equal_time"] == pytest.approx([1.0, -0.5])  # seed 0 at step 250: 16.0 - 15.0
+    assert rvs["late_drop"] == pytest.approx([0.0, 1.5])
+    table = paired_table(results)
+    print(table)
+    assert "| nerfacto | object | 0 1 | – | – | – | – | 0.00 / 0.00 | 0.00 |" in table
+    assert "| rvs-nerfacto | object | 0 1 | +1.50 / -0.50 | +0.50 ± 1.41 | +1.00 / -0.50 | +0.25 ± 1.06 | 0.00 / 1.50 | 1.50 |" in table
+
+
 def test_results_files_are_written(tmp_path):
     results = fake_results([fake_run("nerfacto", "object", 0, 24.0), fake_run("rvs-mc:K=8", "object", 0, 25.0)])
     write_results(results, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "quality.json").read_text()) == results
-    assert (tmp_path / "out" / "quality.md").read_text() == markdown_table(results) + "\n" + cost_table(results)
+    assert (tmp_path / "out" / "quality.md").read_text() == "\n".join(
+        (markdown_table(results), cost_table(results), paired_table(results))
+    )
     assert (tmp_path / "out" / "psnr_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -130,6 +171,7 @@ def test_rvs_bench_end_to_end_is_repeatable(tmp_path):
     table = (tmp_path / "first" / "quality.md").read_text()
     print(table)
     assert "| nerfacto | forward |" in table and "| rvs-mc:K=4 | forward |" in table
+    assert "Late drop:" in table and "| rvs-mc:K=4 | forward | 0 |" in table  # the paired table
 
     nerfacto, mc = first["runs"]
     for run in first["runs"]:

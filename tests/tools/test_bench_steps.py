@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rvs_nerfstudio.tools.bench.steps import ratio_rows, time_in_turns
+from rvs_nerfstudio.tools.bench.steps import StepsConfig, ratio_rows, run_steps, time_in_turns
 from tests.helpers import run_cli
 
 
@@ -36,6 +36,18 @@ def test_methods_take_turns_after_their_warmup():
     assert {name: len(times) for name, times in seconds.items()} == {"a": 3, "b": 3}
 
 
+def test_steps_are_numbered_from_the_first_step():
+    log: list = []
+    time_in_turns({"a": FakeTrainer("a", log)}, warmup=1, turns=2, steps_per_turn=2, first_step=5000)
+    assert log == [("a", 5000), ("a", 5001), ("a", 5002), ("a", 5003), ("a", 5004)]
+
+
+@pytest.mark.parametrize("option", ["first_step", "warmup"])
+def test_negative_step_counts_are_refused_in_one_line(option, tmp_path):
+    with pytest.raises(SystemExit, match=f"^rvs-bench: --{option.replace('_', '-')} must be at least 0 \\(got -1\\)$"):
+        run_steps(StepsConfig(output=tmp_path, **{option: -1}), "rvs-bench steps")
+
+
 def test_turns_time_seconds_per_step():
     trainers = {"fast": FakeTrainer("fast", [], seconds=0.01), "slow": FakeTrainer("slow", [], seconds=0.03)}
     seconds = time_in_turns(trainers, warmup=1, turns=2, steps_per_turn=3)
@@ -53,11 +65,11 @@ def test_ratios_are_medians_of_per_turn_ratios():
 
 @pytest.mark.slow
 def test_rvs_step_bench_end_to_end(tmp_path):
-    args = ["rvs-bench", "steps", "--methods", "nerfacto", "rvs-nerfacto", "--resolution", "16", "--warmup", "1",
-            "--turns", "2", "--steps-per-turn", "1", "--output", str(tmp_path)]
+    args = ["rvs-bench", "steps", "--methods", "nerfacto", "rvs-nerfacto", "--resolution", "16", "--first-step", "5000",
+            "--warmup", "1", "--turns", "2", "--steps-per-turn", "1", "--output", str(tmp_path)]
     output = run_cli(args, timeout=900).stdout
     print(output)
-    assert f"Command: `{' '.join(args)}`" in output
+    assert f"Command: `{' '.join(args)}`" in output and "1 untimed steps per method from step 5000" in output
     assert "| nerfacto |" in output and "| 1.00 | 1.00–1.00 |" in output and "| rvs-nerfacto |" in output
     record = json.loads((tmp_path / "steps.json").read_text())
     assert (tmp_path / "steps.md").read_text() in output

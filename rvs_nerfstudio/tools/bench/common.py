@@ -25,7 +25,7 @@ from rvs_nerfstudio.tools import presets, reports, runner
 
 COMMAND = "rvs-bench"
 
-PresetName = Literal["cpu-small", "cpu-full", "gpu"]
+PresetName = Literal["cpu-small", "cpu-long", "cpu-full", "gpu"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ BENCH_PRESETS: Dict[str, BenchPreset] = {
     # Measured on 2 AMD EPYC cores (quiet, 2 threads), nerfacto / rvs-nerfacto / rvs-mc K=8: 0.15 / 0.17 / 0.14 s per
     # step and about 5 s per evaluation of the 8 held-out views: the default 6 runs of 600 steps take ~12 min.
     "cpu-small": BenchPreset("cpu-small", steps=600, resolution=64, num_train=40, num_test=8),
+    # The same models for 3000 steps on 96-pixel views (about 4 passes over the training rays), where the methods are
+    # nearer convergence than after cpu-small's first minutes: 22-25 min of training per run on one thread while
+    # another run used the second core (0.44-0.50 s per step).
+    "cpu-long": BenchPreset("cpu-small", steps=3000, resolution=96, num_train=40, num_test=8),
     # nerfacto's full model sizes and sample counts on a CPU: 512-ray steps (about 1.2 s each on one core) and
     # 32-pixel views, for step-time and render-speed ratios where users are.
     "cpu-full": BenchPreset("full", steps=1000, resolution=32, num_train=40, num_test=8, rays_per_batch=512),
@@ -61,6 +65,7 @@ class MethodSpec:
     """The text it was parsed from, used to name the method in the results."""
     name: str
     model_options: Tuple[Tuple[str, Any], ...] = ()
+    """(option, value) pairs: a model-config field, or a dotted path from the trainer config."""
 
 
 OPTION_ALIASES = {"K": "num_radiance_samples"}
@@ -124,15 +129,24 @@ def method_config(spec: MethodSpec, methods: Dict[str, TrainerConfig], model_pre
     config = copy.deepcopy(methods[spec.name])
     config.pipeline.datamanager = in_main_process(config.pipeline.datamanager)
     config = presets.apply(config, model_preset)
-    model = config.pipeline.model
     for key, value in spec.model_options:
-        if not hasattr(model, key):
-            raise SystemExit(f"{COMMAND}: {spec.name}'s model has no option {key!r} (in {spec.label!r})")
-        current = getattr(model, key)
-        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        setattr(model, key, value)
+        set_option(config, key, value, spec)
     return config
+
+
+def set_option(config: TrainerConfig, key: str, value: Any, spec: MethodSpec) -> None:
+    """Sets a model option (``density_padding``) or, for a dotted key, the config value at that path from the trainer
+    config (``optimizers.proposal_networks.optimizer.lr``); an int given for a float is stored as a float."""
+    *parents, name = key.split(".") if "." in key else ("pipeline", "model", key)
+    target: Any = config
+    for parent in parents:
+        target = target.get(parent) if isinstance(target, dict) else getattr(target, parent, None)
+    if target is None or not hasattr(target, name):
+        where = f"{spec.name}'s model" if "." not in key else f"{spec.name}'s config"
+        raise SystemExit(f"{COMMAND}: {where} has no option {key!r} (in {spec.label!r})")
+    if isinstance(getattr(target, name), float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    setattr(target, name, value)
 
 
 def method_configs(specs: Sequence[MethodSpec], preset: BenchPreset) -> Dict[str, TrainerConfig]:

@@ -47,19 +47,20 @@ class QualityConfig:
     """Train nerfacto, rvs-nerfacto and rvs-mc side by side on synthetic scenes; tabulate quality and cost."""
 
     preset: PresetName = "cpu-small"
-    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 3 scenes in about 30 min on 2 cores); cpu-full: nerfacto's
+    """cpu-small: shrunk models on 64-pixel scenes (3 methods x 3 scenes in about 30 min on 2 cores); cpu-long: the same
+    models, 3000 steps on 96-pixel scenes (about 25 min per run on one thread); cpu-full: nerfacto's
     full model sizes, 512-ray steps on 32-pixel scenes, 1000 steps; gpu: nerfacto's full settings, 30000 steps."""
     methods: Tuple[str, ...] = ("nerfacto", "rvs-nerfacto", "rvs-mc:K=8")
     """Registered methods, each optionally with model options: 'rvs-mc:K=8' (K: num_radiance_samples), 'name:field=value,field=value'
-    (a tuple as 128/64)."""
+    (a tuple as 128/64); a dotted field is a path from the trainer config ('optimizers.proposal_networks.optimizer.lr=1e-3')."""
     scenes: Tuple[SceneName, ...] = ("object", "forward", "unbounded")
     """Synthetic scenes, generated deterministically into OUTPUT/scenes."""
     steps: Optional[int] = None
-    """Training steps per run (default: the preset's: 600 for cpu-small, 1000 for cpu-full, 30000 for gpu)."""
+    """Training steps per run (default: the preset's: 600 for cpu-small, 3000 for cpu-long, 1000 for cpu-full, 30000 for gpu)."""
     seeds: Tuple[int, ...] = (0,)
     """Training seeds (the scenes stay fixed); several report the mean ± standard deviation over seeds."""
     resolution: Optional[int] = None
-    """Scene image width and height in pixels (default: the preset's: 64 for cpu-small, 32 for cpu-full, 256 for gpu)."""
+    """Scene image width and height in pixels (default: the preset's: 64 for cpu-small, 96 for cpu-long, 32 for cpu-full, 256 for gpu)."""
     layout: Layout = "nerfstudio"
     """Layout the scenes are written in; nerfacto reads it with nerfstudio's parser for it (blender-data), our
     methods with auto-data."""
@@ -124,16 +125,21 @@ COLUMNS = (
 """The table's numeric columns, after method and scene."""
 
 
+def by_method_and_scene(runs: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str], List[Dict[str, Any]]]:
+    """The runs grouped by (method, scene), in order of first appearance."""
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["method"], run["scene"]), []).append(run)
+    return groups
+
+
 def summarize(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per (method, scene), in order of first appearance: each column's mean and sample std over seeds.
 
     ``std`` is None with a single seed; a column that no run reports (LPIPS offline) has mean None.
     """
-    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault((run["method"], run["scene"]), []).append(run)
     summary = []
-    for (method, scene), group in groups.items():
+    for (method, scene), group in by_method_and_scene(runs).items():
         row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group]}
         for column in COLUMNS:
             values = [run[column.key] for run in group if run[column.key] is not None]
@@ -190,11 +196,8 @@ def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     method's on the same scene and seed, and PSNR at equal steps and at the first method's training time."""
     first = results["meta"]["methods"][0]
     reference = {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
-    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-    for run in results["runs"]:
-        groups.setdefault((run["method"], run["scene"]), []).append(run)
     rows = []
-    for (method, scene), group in groups.items():
+    for (method, scene), group in by_method_and_scene(results["runs"]).items():
         per_step = [{phase: 1e3 * run["phase_seconds"][phase] / results["meta"]["steps"]
                      for phase in (*PHASES, "step")} for run in group]
         equal_time = [psnr_within(run, reference[(scene, run["seed"])]["train_seconds"]) for run in group]
@@ -209,27 +212,92 @@ def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
+def _table(caption: str, headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int) -> str:
+    """Markdown: the caption, a blank line, then the table (the first ``text_columns`` left-aligned, the rest right)."""
+    lines = [caption, "", "| " + " | ".join(headers) + " |",
+             "|" + "---|" * text_columns + "---:|" * (len(headers) - text_columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def cost_table(results: Dict[str, Any]) -> str:
     """Markdown: where the training time goes, and PSNR at equal steps and at equal wall time."""
     first = results["meta"]["methods"][0]
-    lines = [
+    caption = (
         f"Training cost per step (ms; backward split where the gradient reaches the sample positions) and held-out "
         f"PSNR at equal steps and at equal training time: the last evaluation (every {results['meta']['eval_every']} "
-        f"steps) within {first}'s training time.",
-        "",
-        f"| method | scene | ms/step | × {first} | proposal fwd | field fwd | field bwd | proposal bwd | PSNR equal steps "
-        f"| PSNR equal time |",
-        "|---|---|" + "---:|" * 8,
+        f"steps) within {first}'s training time."
+    )
+    headers = ["method", "scene", "ms/step", f"× {first}", "proposal fwd", "field fwd", "field bwd", "proposal bwd",
+               "PSNR equal steps", "PSNR equal time"]
+    rows = [
+        [row["method"], row["scene"], f"{row['ms']['step']:.0f}", f"{row['ratio']:.2f}",
+         *(f"{row['ms'][phase]:.0f}" for phase in PHASES), f"{row['psnr_equal_steps']:.2f}",
+         "–" if row["psnr_equal_time"] is None else f"{row['psnr_equal_time']:.2f}"]
+        for row in cost_rows(results)
     ]
-    for row in cost_rows(results):
-        ms = row["ms"]
-        equal_time = "–" if row["psnr_equal_time"] is None else f"{row['psnr_equal_time']:.2f}"
-        lines.append(
-            f"| {row['method']} | {row['scene']} | {ms['step']:.0f} | {row['ratio']:.2f} | "
-            + " | ".join(f"{ms[phase]:.0f}" for phase in PHASES)
-            + f" | {row['psnr_equal_steps']:.2f} | {equal_time} |"
-        )
-    return "\n".join(lines) + "\n"
+    return _table(caption, headers, rows, text_columns=2)
+
+
+def late_drop(run: Dict[str, Any], steps: int) -> float:
+    """The most the run's held-out PSNR fell below its best so far at an evaluation in the second half of training
+    (dB; 0 when it never fell)."""
+    best, drop = -math.inf, 0.0
+    for point in run["evals"]:
+        best = max(best, point["metrics"]["psnr"])
+        if point["step"] >= steps / 2:
+            drop = max(drop, best - point["metrics"]["psnr"])
+    return drop
+
+
+def paired_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per (method, scene), by seed: held-out PSNR minus the first method's on the same scene and seed, at equal steps
+    and at equal training time (None for the first method, and where no evaluation lies within its time), and
+    each run's :func:`late_drop`."""
+    first, steps = results["meta"]["methods"][0], results["meta"]["steps"]
+    reference = {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
+    rows = []
+    for (method, scene), group in by_method_and_scene(results["runs"]).items():
+        row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group],
+                               "equal_steps": None, "equal_time": None}
+        if method != first:
+            references = [reference[(scene, run["seed"])] for run in group]
+            row["equal_steps"] = [run["psnr"] - ref["psnr"] for run, ref in zip(group, references)]
+            within = [psnr_within(run, ref["train_seconds"]) for run, ref in zip(group, references)]
+            row["equal_time"] = [None if psnr is None else psnr - ref["psnr"] for psnr, ref in zip(within, references)]
+        row["late_drop"] = [late_drop(run, steps) for run in group]
+        rows.append(row)
+    return rows
+
+
+def _per_seed(values: Optional[Sequence[Optional[float]]]) -> Tuple[str, str]:
+    """Signed per-seed values joined by " / ", and their mean ± sample std ("–" where there are none)."""
+    if values is None:
+        return "–", "–"
+    known = [value for value in values if value is not None]
+    mean = f"{statistics.fmean(known):+.2f}" if known else "–"
+    spread = f" ± {statistics.stdev(known):.2f}" if len(known) > 1 else ""
+    return " / ".join("–" if value is None else f"{value:+.2f}" for value in values), mean + spread
+
+
+def paired_table(results: Dict[str, Any]) -> str:
+    """Markdown: per-seed PSNR differences to the first method at equal steps and at equal training time, and the
+    late drops."""
+    first = results["meta"]["methods"][0]
+    caption = (
+        f"Held-out PSNR minus {first}'s on the same scene and seed (dB), per seed and mean ± std: at equal steps, and "
+        f"at equal training time (the last evaluation within {first}'s training time). Late drop: the most a run's "
+        f"PSNR fell below its best so far at evaluations in the second half of training."
+    )
+    headers = ["method", "scene", "seeds", f"− {first}, equal steps", "mean", f"− {first}, equal time", "mean",
+               "late drop per seed", "largest"]
+    rows = [
+        [row["method"], row["scene"], " ".join(map(str, row["seeds"])), *_per_seed(row["equal_steps"]),
+         *_per_seed(row["equal_time"]), " / ".join(f"{drop:.2f}" for drop in row["late_drop"]),
+         f"{max(row['late_drop']):.2f}"]
+        for row in paired_rows(results)
+    ]
+    return _table(caption, headers, rows, text_columns=3)
 
 
 def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
@@ -260,9 +328,14 @@ def plot_psnr_vs_speed(results: Dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=150)
 
 
+def tables(results: Dict[str, Any]) -> str:
+    """quality.md: the results, cost and paired tables."""
+    return "\n".join((markdown_table(results), cost_table(results), paired_table(results)))
+
+
 def write_results(results: Dict[str, Any], output: Path) -> None:
     """``quality.json``, ``quality.md`` (both tables) and ``psnr_vs_speed.png`` in ``output``."""
-    common.write_report(output, REPORT, results, markdown_table(results) + "\n" + cost_table(results))
+    common.write_report(output, REPORT, results, tables(results))
     plot_psnr_vs_speed(results, output / PLOT)
 
 
@@ -326,5 +399,5 @@ def run_quality(config: QualityConfig, command: str) -> Dict[str, Any]:
     }
     results = {"meta": meta, "summary": summarize(runs), "runs": runs}
     write_results(results, config.output)
-    CONSOLE.print(markdown_table(results) + "\n" + cost_table(results), markup=False, highlight=False, soft_wrap=True)
+    CONSOLE.print(tables(results), markup=False, highlight=False, soft_wrap=True)
     return results

@@ -39,6 +39,10 @@ class StepsConfig:
     """Synthetic scene, generated deterministically into OUTPUT/scenes."""
     resolution: Optional[int] = None
     """Scene image width and height in pixels (default: the preset's)."""
+    first_step: int = 0
+    """Number of the first step: step-dependent schedules run as from there. Nerfacto's proposal networks run with a
+    gradient on every step before step 10, on every 2nd step up to step 1000, then more rarely up to every 6th step
+    from step 5000 on (its proposal warm-up), and without one in between; rvs-nerfacto's on every step."""
     warmup: int = 100
     """Untimed training steps per method before the turns."""
     turns: int = 10
@@ -53,17 +57,20 @@ class StepsConfig:
     """Replace earlier results in OUTPUT."""
 
 
-def time_in_turns(trainers: Dict[str, Trainer], warmup: int, turns: int, steps_per_turn: int) -> Dict[str, List[float]]:
-    """Seconds per step of each trainer in each turn ``{label: [turns]}``, after ``warmup`` untimed steps each."""
+def time_in_turns(
+    trainers: Dict[str, Trainer], warmup: int, turns: int, steps_per_turn: int, first_step: int = 0
+) -> Dict[str, List[float]]:
+    """Seconds per step of each trainer in each turn ``{label: [turns]}``, after ``warmup`` untimed steps each; the
+    steps are numbered from ``first_step``."""
     for trainer in trainers.values():
-        for step in range(warmup):
+        for step in range(first_step, first_step + warmup):
             runner.train_step(trainer, step)
     seconds: Dict[str, List[float]] = {label: [] for label in trainers}
     for turn in range(turns):
-        first_step = warmup + turn * steps_per_turn
+        turn_step = first_step + warmup + turn * steps_per_turn
         for label, trainer in trainers.items():
             start = time.perf_counter()
-            for step in range(first_step, first_step + steps_per_turn):
+            for step in range(turn_step, turn_step + steps_per_turn):
                 runner.train_step(trainer, step)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
@@ -87,7 +94,7 @@ def markdown(record: Dict[str, object]) -> str:
     config, rows = record["config"], record["rows"]
     setup = (
         f"Scene {config['scene']}, preset {config['preset']}, seed {config['seed']}: {config['warmup']} untimed steps per "
-        f"method, then {config['turns']} turns of {config['steps_per_turn']} steps each."
+        f"method from step {config.get('first_step', 0)}, then {config['turns']} turns of {config['steps_per_turn']} steps each."
     )
     lines = [
         reports.caption(record["date"], record["hardware"], record["command"], setup),
@@ -104,14 +111,15 @@ def run_steps(config: StepsConfig, command: str) -> Dict[str, object]:
     """Sets up every method's trainer on the scene, times them in turns, writes and returns the record."""
     common.refuse_to_overwrite(config.output, REPORT, config.overwrite)
     specs = common.parse_methods(config.methods)
-    if config.warmup < 0:
-        raise SystemExit(f"{common.COMMAND}: --warmup must be at least 0 (got {config.warmup})")
+    for name in ("first_step", "warmup"):
+        if getattr(config, name) < 0:
+            raise SystemExit(f"{common.COMMAND}: --{name.replace('_', '-')} must be at least 0 (got {getattr(config, name)})")
     common.check_positive(turns=config.turns, steps_per_turn=config.steps_per_turn)
     preset = common.BENCH_PRESETS[config.preset]
     configs = common.method_configs(specs, preset)
     data = common.make_scene(config.output, config.scene, preset, config.resolution)
     with common.trainers_side_by_side(configs, data, config.seed) as trainers:
-        seconds = time_in_turns(trainers, config.warmup, config.turns, config.steps_per_turn)
+        seconds = time_in_turns(trainers, config.warmup, config.turns, config.steps_per_turn, config.first_step)
     record = common.record(command, config, seconds_per_step=seconds, rows=ratio_rows(seconds))
     common.write_report(config.output, REPORT, record, markdown(record))
     CONSOLE.print(markdown(record), markup=False, highlight=False, soft_wrap=True)
