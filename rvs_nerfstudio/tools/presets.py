@@ -53,13 +53,20 @@ def cli_args(preset: str, method_name: str) -> List[str]:
     return args
 
 
+def holder_of(config: Any, path: str) -> Tuple[Any, str]:
+    """The object that holds the dotted ``path`` of ``config`` (through attributes and dict keys, as in
+    ``optimizers.fields.optimizer.lr``) and the path's last name; the object is None where a part is missing."""
+    *parents, name = path.split(".")
+    target = config
+    for parent in parents:
+        target = target.get(parent) if isinstance(target, dict) else getattr(target, parent, None)
+    return target, name
+
+
 def apply(config: TrainerConfig, preset: str) -> TrainerConfig:
     """Sets the preset's values for ``config.method_name`` on ``config`` in place and returns it."""
     for path, value in settings(preset, config.method_name).items():
-        *parents, name = path.split(".")
-        target = config
-        for parent in parents:
-            target = getattr(target, parent)
+        target, name = holder_of(config, path)
         if not hasattr(target, name):
             raise AttributeError(f"preset {preset!r}: {type(target).__name__} has no field {name!r}")
         setattr(target, name, value)

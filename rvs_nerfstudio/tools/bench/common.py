@@ -137,10 +137,7 @@ def method_config(spec: MethodSpec, methods: Dict[str, TrainerConfig], model_pre
 def set_option(config: TrainerConfig, key: str, value: Any, spec: MethodSpec) -> None:
     """Sets a model option (``density_padding``) or, for a dotted key, the config value at that path from the trainer
     config (``optimizers.proposal_networks.optimizer.lr``); an int given for a float is stored as a float."""
-    *parents, name = key.split(".") if "." in key else ("pipeline", "model", key)
-    target: Any = config
-    for parent in parents:
-        target = target.get(parent) if isinstance(target, dict) else getattr(target, parent, None)
+    target, name = presets.holder_of(config, key if "." in key else f"pipeline.model.{key}")
     if target is None or not hasattr(target, name):
         where = f"{spec.name}'s model" if "." not in key else f"{spec.name}'s config"
         raise SystemExit(f"{COMMAND}: {where} has no option {key!r} (in {spec.label!r})")

@@ -133,6 +133,12 @@ def by_method_and_scene(runs: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str],
     return groups
 
 
+def first_method_runs(results: Dict[str, Any]) -> Dict[Tuple[str, int], Dict[str, Any]]:
+    """The first method's runs by (scene, seed): the reference the other methods are compared with."""
+    first = results["meta"]["methods"][0]
+    return {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
+
+
 def summarize(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per (method, scene), in order of first appearance: each column's mean and sample std over seeds.
 
@@ -194,8 +200,7 @@ def psnr_within(run: Dict[str, Any], seconds: float) -> Optional[float]:
 def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Per (method, scene), averaged over seeds: ms per step and per phase, the step time relative to the first
     method's on the same scene and seed, and PSNR at equal steps and at the first method's training time."""
-    first = results["meta"]["methods"][0]
-    reference = {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
+    reference = first_method_runs(results)
     rows = []
     for (method, scene), group in by_method_and_scene(results["runs"]).items():
         per_step = [{phase: 1e3 * run["phase_seconds"][phase] / results["meta"]["steps"]
@@ -255,7 +260,7 @@ def paired_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     and at equal training time (None for the first method, and where no evaluation lies within its time), and
     each run's :func:`late_drop`."""
     first, steps = results["meta"]["methods"][0], results["meta"]["steps"]
-    reference = {(run["scene"], run["seed"]): run for run in results["runs"] if run["method"] == first}
+    reference = first_method_runs(results)
     rows = []
     for (method, scene), group in by_method_and_scene(results["runs"]).items():
         row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group],

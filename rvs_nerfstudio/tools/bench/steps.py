@@ -94,7 +94,7 @@ def markdown(record: Dict[str, object]) -> str:
     config, rows = record["config"], record["rows"]
     setup = (
         f"Scene {config['scene']}, preset {config['preset']}, seed {config['seed']}: {config['warmup']} untimed steps per "
-        f"method from step {config.get('first_step', 0)}, then {config['turns']} turns of {config['steps_per_turn']} steps each."
+        f"method from step {config['first_step']}, then {config['turns']} turns of {config['steps_per_turn']} steps each."
     )
     lines = [
         reports.caption(record["date"], record["hardware"], record["command"], setup),
