@@ -9,13 +9,16 @@ camera optimizer and the main quadrature are nerfacto's own.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from tyro.conf import Suppress
 
+from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
@@ -34,10 +37,16 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     density_padding: float = 2.0
     """Optical depth per unit of normalised ray spacing added before each resampling, so part of the samples
     always covers the whole ray (the role of PDFSampler's histogram padding)."""
+    padded_share: float = 1.0
+    """Share of each level's samples drawn from the padded density spline; the others are drawn from the proposal's
+    own (unpadded) spline and merged with them in order. Padding spends samples in front of the first surface (a share
+    of about 1 - exp(-padding * spacing)); unpadded samples go where the proposal puts the surfaces, near or far.
+    Between 0 and 1."""
     use_distortion_loss: bool = False
-    """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's samples. Off by default:
-    with RVS its gradient also moves the samples, and it then bunches them up instead of sharpening the density
-    (about 3 dB lower held-out PSNR on the 360° synthetic scene; README, "Decisions worth knowing")."""
+    """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's weights. As in nerfacto it
+    trains the field only: it is computed on the samples' positions and widths detached, so it sharpens the field's
+    density and never moves the samples (with their gradient it bunched them up; README, "Decisions worth
+    knowing")."""
     average_init_density: float = 0.01
     """Average initial density output from the MLPs (nerfacto's method-level setting)."""
     ray_bounds: Literal["auto", "near-far", "scene-box"] = "near-far"
@@ -73,6 +82,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             single_jitter=self.config.use_single_jitter,
             interpolation=self.config.density_interpolation,
             density_padding=self.config.density_padding,
+            padded_share=self.config.padded_share,
             initial_sampler=self.proposal_sampler.initial_sampler,
             # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
             update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
@@ -108,6 +118,8 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             )
         if min(config.proposal_update_every, config.proposal_warmup) < 0:
             raise ValueError("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
+        if not 0 <= config.padded_share <= 1:
+            raise ValueError(f"padded-share must be between 0 and 1 (got {config.padded_share}).")
         if not 0 <= config.near_plane < config.far_plane:
             raise ValueError(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
         if config.predict_normals:
@@ -124,6 +136,38 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.loss_guard.set_step),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.proposal_sampler.step_cb),
         ]
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor | List]:
+        """Nerfacto's outputs. With the distortion loss, in training, the last entries of ``weights_list`` and
+        ``ray_samples_list`` (read only by nerfacto's distortion metric) are the radiance field's weights on its samples
+        with positions and widths detached: the loss then reaches the field's density and not the proposals."""
+        if not (self.training and self.config.use_distortion_loss):
+            return super().get_outputs(ray_bundle)
+        kept: Dict[str, Any] = {}
+        field_forward = self.field.forward
+
+        def forward_keeping_density(ray_samples: RaySamples, compute_normals: bool = False) -> Dict:
+            outputs = field_forward(ray_samples, compute_normals=compute_normals)
+            kept.update(samples=ray_samples, density=outputs[FieldHeadNames.DENSITY])
+            return outputs
+
+        self.field.forward = forward_keeping_density
+        try:
+            outputs = super().get_outputs(ray_bundle)
+        finally:
+            del self.field.forward  # the class's own forward again
+        samples = kept["samples"]
+        frustums = samples.frustums
+        fixed = dataclasses.replace(
+            samples,
+            frustums=dataclasses.replace(frustums, starts=frustums.starts.detach(), ends=frustums.ends.detach()),
+            deltas=samples.deltas.detach(),
+            spacing_starts=samples.spacing_starts.detach(),
+            spacing_ends=samples.spacing_ends.detach(),
+        )
+        outputs["weights_list"][-1] = fixed.get_weights(kept["density"])
+        outputs["ray_samples_list"][-1] = fixed
+        return outputs
 
     def get_loss_dict(
         self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], metrics_dict: Optional[Dict] = None

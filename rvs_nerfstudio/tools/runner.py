@@ -92,6 +92,8 @@ class RunResult:
     evals: List[EvalPoint] = field(default_factory=list)
     peak_memory: PeakMemory = field(default_factory=PeakMemory)
     """Over the whole run: setup, training and evaluations."""
+    probes: Dict[str, float] = field(default_factory=dict)
+    """What ``train``'s ``probe`` measured on the trained model."""
 
     @property
     def seconds_per_step(self) -> float:
@@ -297,23 +299,30 @@ def train(
     eval_every: int = 0,
     seed: int = 42,
     output_dir: Optional[Path] = None,
+    on_eval: Callable[[EvalPoint], None] = lambda point: None,
+    probe: Callable[[Trainer], Dict[str, float]] = lambda trainer: {},
 ) -> RunResult:
     """Trains ``steps`` steps, evaluating all held-out images every ``eval_every`` steps (0: only at the ends).
 
     The first evaluation (step 0) is of the untrained model. Evaluation time is not counted as training time.
     ``preset=None`` uses ``config`` as it is. The same ``seed`` gives the same ray batches and initial weights.
+    ``on_eval`` is called with each evaluation as it is made (e.g. to show progress), ``probe`` once on the trained
+    model (its numbers go to ``RunResult.probes``).
     """
     result = RunResult(method=config.method_name, steps=steps, times=PhaseTimes())
     with tempfile.TemporaryDirectory() as scratch, measure_peak_memory(default_device_type()) as result.peak_memory:
         trainer = setup_trainer(config, data, preset, output_dir or Path(scratch), seed)
         try:
-            _train_and_evaluate(trainer, result, steps, eval_every)
+            _train_and_evaluate(trainer, result, steps, eval_every, on_eval)
+            result.probes = probe(trainer)
         finally:
             stop_data_workers(trainer)
     return result
 
 
-def _train_and_evaluate(trainer: Trainer, result: RunResult, steps: int, eval_every: int) -> None:
+def _train_and_evaluate(
+    trainer: Trainer, result: RunResult, steps: int, eval_every: int, on_eval: Callable[[EvalPoint], None]
+) -> None:
     timer = _PhaseTimer(trainer.pipeline.model, result.times)
     meter = EvalMeter(trainer.pipeline.model)
     scale = trainer.grad_scaler.scale
@@ -323,6 +332,7 @@ def _train_and_evaluate(trainer: Trainer, result: RunResult, steps: int, eval_ev
             with meter.measure() as cost:
                 metrics = evaluate(trainer)
             result.evals.append(EvalPoint(step, result.times.step, metrics, cost))
+            on_eval(result.evals[-1])
         if step == steps:
             break
         start, timer.enabled = time.perf_counter(), True

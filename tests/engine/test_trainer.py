@@ -9,6 +9,7 @@ from typing import Iterator, List, Optional, Tuple
 import pytest
 import torch
 
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import Trainer
 from nerfstudio.utils.eval_utils import eval_load_checkpoint
 from rvs_nerfstudio.engine import trainer as safe_trainer
@@ -91,6 +92,26 @@ def test_non_finite_gradient_stops_training_and_keeps_the_last_good_checkpoint(t
     assert [path.name for path in checkpoints(trainer)] == ["step-000000006.ckpt"]
     assert all(p.isfinite().all() for p in model.parameters()), "the NaN gradient reached the weights"
     assert loaded_step(trainer) == 6
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_non_finite_gradient_value_anywhere_stops_the_step(bad):
+    """One bad value in the middle of one gradient tensor of one group is found and named; finite ones pass."""
+    parameters = {
+        "fields": [torch.nn.Parameter(torch.zeros(1000, 2)), torch.nn.Parameter(torch.zeros(0))],
+        "proposal_networks": [torch.nn.Parameter(torch.zeros(5))],
+    }
+    config = {group: {"optimizer": AdamOptimizerConfig(lr=1e-3), "scheduler": None} for group in parameters}
+    optimizers = safe_trainer.FiniteGradientOptimizers(config, parameters)
+    optimizers.step = 3
+    for group in parameters.values():
+        for parameter in group:
+            parameter.grad = torch.full_like(parameter, -3e38)
+    optimizers.check_gradients(list(parameters))
+    parameters["fields"][0].grad[517, 1] = bad
+    with pytest.raises(TrainingStopped, match=r"^Training stopped at step 3: the gradient of fields is not finite\."):
+        optimizers.check_gradients(list(parameters))
+    optimizers.check_gradients(["proposal_networks"])
 
 
 def test_mixed_precision_trains_on_the_cpu(forward_trainer):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.nerfacto import NerfactoModel
 from rvs_nerfstudio.engine.trainer import TrainingStopped
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
@@ -63,6 +64,34 @@ def test_distortion_loss_switch_adds_nerfacto_distortion_on_the_field_samples(ra
     assert losses["distortion_loss"].item() > 0
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_distortion_loss_sharpens_the_field_without_pulling_the_samples_together(ray_bundle, seed):
+    """The distortion loss is computed on the field's weights (they sum to the rendered accumulation) with the
+    samples' positions and widths held fixed: it trains the field as much as nerfacto's own computation on the same
+    outputs does, and reaches the proposal networks only through the field's density slope at the samples (under 1 %
+    of what they get from nerfacto's computation, where the loss moves the samples)."""
+    norms = {}
+    for held_fixed in (True, False):
+        model = build_model(RVSNerfactoModelConfig, use_distortion_loss=True)
+        with torch.no_grad():  # proposal densities that vary in space, so that the samples' placement matters
+            for parameter in model.proposal_networks.parameters():
+                parameter.normal_(generator=torch.Generator().manual_seed(seed))
+        if not held_fixed:  # nerfstudio's own NerfactoModel.get_outputs: the samples keep their gradient
+            model.get_outputs = lambda bundle, model=model: NerfactoModel.get_outputs(model, bundle)
+        outputs, losses = training_pass(model, copy.deepcopy(ray_bundle))
+        torch.testing.assert_close(outputs["weights_list"][-1].sum(-2), outputs["accumulation"])
+        assert outputs["ray_samples_list"][-1].spacing_starts.requires_grad is not held_fixed
+        losses["distortion_loss"].backward()
+        field = sum(p.grad.abs().sum().item() for p in model.field.parameters() if p.grad is not None)
+        norms[held_fixed] = (proposal_grad_norms(model), field)
+    print("proposal and field gradient L1 norms, held fixed / moving:", norms)
+    (fixed_proposals, fixed_field), (moving_proposals, moving_field) = norms[True], norms[False]
+    assert all(0 < moving for moving in moving_proposals)
+    assert all(fixed < 0.01 * moving for fixed, moving in zip(fixed_proposals, moving_proposals))
+    assert fixed_field == pytest.approx(moving_field, rel=1e-4)
+    assert model.field.forward.__func__ is type(model.field).forward  # the field's own forward again
+
+
 def test_poses_learn_through_the_radiance_field_samples_only(ray_bundle, monkeypatch):
     """The camera optimizer's RGB gradient is the one with the radiance field's sample distances held fixed (as
     in nerfacto), while those distances still carry the proposal networks' gradient."""
@@ -112,6 +141,8 @@ def test_eval_render_is_deterministic(ray_bundle):
         (dict(near_plane=2.0, far_plane=1.0), "below far-plane"),
         (dict(near_plane=1.0, far_plane=1.0), "below far-plane"),
         (dict(near_plane=-0.1), "must be non-negative"),
+        (dict(padded_share=1.5), "padded-share"),
+        (dict(padded_share=-0.1), "padded-share"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):
@@ -149,6 +180,23 @@ def test_radiance_samples_are_midpoint_quantiles_of_the_last_proposal_spline(ray
     model = build_model(RVSNerfactoModelConfig, density_interpolation=interpolation, density_padding=0.5).eval()
     u = last_level_quantiles(model, ray_bundle, interpolation)
     np.testing.assert_allclose(u, np.broadcast_to((np.arange(9) + 0.5) / 9, u.shape), atol=2e-4)
+
+
+def test_padded_share_draws_that_share_of_the_edges_from_the_padded_spline(ray_bundle):
+    """padded-share 1/3 of the 9 radiance bin edges: in evaluation 3 of them are the quantiles (k + 1/2) / 3 of the last
+    proposal level's padded spline and the other 6 the quantiles (k + 1/2) / 6 of its unpadded spline (both rebuilt in
+    numpy), all in order."""
+    model = build_model(RVSNerfactoModelConfig, padded_share=1 / 3, density_padding=2.0).eval()
+    bundle = model.collider(ray_bundle[:16])
+    with torch.no_grad():
+        samples, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
+        density = model.density_fns[-1](levels[-1].frustums.get_positions())
+    assert (samples.spacing_ends >= samples.spacing_starts).all()
+    padded, own = (resampled_quantiles(levels[-1], density, padding, samples) for padding in (2.0, 0.0))
+    from_padded = (np.abs(padded[..., None] - (np.arange(3) + 0.5) / 3) < 2e-4).any(-1)
+    assert (from_padded.sum(-1) == 3).all()
+    own = own[~from_padded].reshape(len(own), 6)
+    np.testing.assert_allclose(own, np.broadcast_to((np.arange(6) + 0.5) / 6, own.shape), atol=2e-4)
 
 
 @pytest.mark.parametrize("single_jitter", [True, False])

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from rvs_nerfstudio.tools.bench.quality import (
+    MergeConfig,
     QualityConfig,
     cost_rows,
     cost_table,
@@ -15,6 +16,7 @@ from rvs_nerfstudio.tools.bench.quality import (
     markdown_table,
     paired_rows,
     paired_table,
+    run_merge,
     run_quality,
     summarize,
     write_results,
@@ -32,7 +34,7 @@ def fake_run(method: str, scene: str, seed: int, psnr: float, train_seconds: flo
         "method": method, "scene": scene, "seed": seed, "psnr": psnr, "ssim": 0.9, "lpips": None,
         "train_seconds": train_seconds, "train_rays_per_sec": 5120.0, "render_rays_per_sec": 20000.0 * (1 + seed),
         "proposal_evals_per_ray": 96.0, "radiance_evals_per_ray": 8.0, "peak_memory_mib": 1500.0,
-        "seconds_per_step": train_seconds / 500,
+        "seconds_per_step": train_seconds / 500, "edges_inside": 0.6 - 0.1 * seed, "edges_in_front": 0.3,
         "phase_seconds": {"proposal_forward": 5.0, "field_forward": 20.0, "field_backward": 30.0,
                           "proposal_backward": 10.0, "step": train_seconds},
         "evals": [{"step": i, "train_seconds": t, "metrics": {"psnr": p}} for i, (t, p) in enumerate(psnr_at.items())],
@@ -69,9 +71,10 @@ def test_markdown_table_shows_spread_date_hardware_and_command():
     assert "Command: `rvs-bench quality --seeds 0 1`" in table and "(mean ± std over seeds)" in table
     lines = table.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("| method")))
-    assert lines[header + 1] == "|---|---|" + "---:|" * 9
+    assert lines[header + 1] == "|---|---|" + "---:|" * 11
     assert lines[header + 2].startswith("| rvs-mc:K=8 | object | 25.50 ± 0.71 | 0.900 ± 0.000 | – | 100 ± 1 |")
     assert "| 30,000 ± 14,142 | 96.0 ± 0.0 | 8.0 ± 0.0 |" in lines[header + 2]
+    assert lines[header + 2].endswith("| 0.55 ± 0.07 | 0.30 ± 0.00 |")
     assert lines[header + 3].startswith("| nerfacto | forward | 24.00 | 0.900 | – | 100 | 5,120 | 20,000 |")
 
 
@@ -162,7 +165,8 @@ def test_rvs_bench_end_to_end_is_repeatable(tmp_path):
     args = ["rvs-bench", "quality", "--methods", "nerfacto", "rvs-mc:K=4", "--scenes", "forward", "--steps", "4", "--resolution", "16"]
     results = []
     for name in ("first", "second"):
-        run_cli(args + ["--output", tmp_path / name], timeout=900)
+        shown = run_cli(args + ["--output", tmp_path / name], timeout=900).stdout
+        assert "  step 0: PSNR" in shown and "  step 4: PSNR" in shown  # each evaluation as it is made
         results.append(json.loads((tmp_path / name / "quality.json").read_text()))
         assert (tmp_path / name / "psnr_vs_speed.png").read_bytes()[:4] == b"\x89PNG"
     first, second = results
@@ -178,6 +182,7 @@ def test_rvs_bench_end_to_end_is_repeatable(tmp_path):
         for key in ("psnr", "ssim", "train_seconds", "train_rays_per_sec", "render_rays_per_sec", "peak_memory_mib"):
             assert math.isfinite(run[key]) and run[key] > 0, (run["method"], key)
         assert run["lpips"] is None  # offline: no AlexNet weights, reported as unavailable, not NaN
+        assert 0 <= run["edges_inside"] <= 1 - run["edges_in_front"] and 0 < run["interval_width"] <= 1
     # cpu-small: proposal levels of 64 and 32 samples (rvs-mc's density levels: 32 and 32); nerfacto's field at 24
     # samples, rvs-mc's at K = 4.
     assert (nerfacto["proposal_evals_per_ray"], nerfacto["radiance_evals_per_ray"]) == (96, 24)
@@ -191,3 +196,27 @@ def test_rvs_bench_end_to_end_is_repeatable(tmp_path):
     refused = run_cli(args + ["--output", tmp_path / "first"], check=False, timeout=300)
     assert refused.returncode != 0
     assert "quality.json exists; pass --overwrite" in refused.stderr.strip().splitlines()[-1]
+
+
+def test_merge_keeps_every_run_and_pairs_them_with_the_first_record_first_method(tmp_path):
+    """Two records made in separate processes: one report with both methods, the paired table against the first."""
+    first = fake_results([fake_run("nerfacto", "object", 0, 20.0), fake_run("nerfacto", "object", 1, 21.0)])
+    second = fake_results([fake_run("rvs-nerfacto", "object", 0, 22.5), fake_run("rvs-nerfacto", "object", 1, 21.5)])
+    second["meta"]["command"] = "rvs-bench quality --methods rvs-nerfacto"
+    for name, record in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "quality.json").write_text(json.dumps(record))
+    merged = run_merge(MergeConfig(inputs=(tmp_path / "a", tmp_path / "b" / "quality.json"), output=tmp_path / "m"), "merge")
+    assert merged["meta"]["methods"] == ["nerfacto", "rvs-nerfacto"] and merged["meta"]["seeds"] == [0, 1]
+    assert merged["meta"]["command"] == "rvs-bench quality --seeds 0 1 ; rvs-bench quality --methods rvs-nerfacto ; merge"
+    assert len(merged["runs"]) == 4
+    rvs = next(row for row in paired_rows(merged) if row["method"] == "rvs-nerfacto")
+    assert rvs["equal_steps"] == pytest.approx([2.5, 0.5])
+    assert "| rvs-nerfacto | object |" in (tmp_path / "m" / "quality.md").read_text()
+
+    second["meta"]["resolution"] = 32
+    (tmp_path / "b" / "quality.json").write_text(json.dumps(second))
+    with pytest.raises(SystemExit, match="cannot merge runs with different resolution"):
+        run_merge(MergeConfig(inputs=(tmp_path / "a", tmp_path / "b"), output=tmp_path / "n"), "merge")
+    with pytest.raises(SystemExit, match="not found: .*missing"):
+        run_merge(MergeConfig(inputs=(tmp_path / "a", tmp_path / "missing"), output=tmp_path / "n"), "merge")

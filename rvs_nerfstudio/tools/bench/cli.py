@@ -1,4 +1,5 @@
-"""Console script ``rvs-bench``: one subcommand per benchmark (``quality``, ``steps``, ``render``, ``sampler``)."""
+"""Console script ``rvs-bench``: one subcommand per benchmark (``quality``, ``steps``, ``render``, ``sampler``), and
+``merge`` for quality reports made in separate processes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing_extensions import Annotated
 from nerfstudio.utils.rich_utils import CONSOLE
 from rvs_nerfstudio.engine.compat import quiet_library_warnings
 from rvs_nerfstudio.tools.bench import common
-from rvs_nerfstudio.tools.bench.quality import QualityConfig, run_quality
+from rvs_nerfstudio.tools.bench.quality import MergeConfig, QualityConfig, run_merge, run_quality
 from rvs_nerfstudio.tools.bench.render import RenderConfig, run_render
 from rvs_nerfstudio.tools.bench.sampler import SamplerConfig, run_sampler
 from rvs_nerfstudio.tools.bench.steps import StepsConfig, run_steps
@@ -22,9 +23,13 @@ Subcommand = Union[
     Annotated[StepsConfig, tyro.conf.subcommand("steps")],
     Annotated[RenderConfig, tyro.conf.subcommand("render")],
     Annotated[SamplerConfig, tyro.conf.subcommand("sampler")],
+    Annotated[MergeConfig, tyro.conf.subcommand("merge")],
 ]
 
-RUNNERS = {QualityConfig: run_quality, StepsConfig: run_steps, RenderConfig: run_render, SamplerConfig: run_sampler}
+RUNNERS = {
+    QualityConfig: run_quality, StepsConfig: run_steps, RenderConfig: run_render, SamplerConfig: run_sampler,
+    MergeConfig: run_merge,
+}
 """Each subcommand's config type → the function that runs it with the command line."""
 
 

@@ -7,8 +7,9 @@ views. Per
 (method, scene) the benchmark reports PSNR, SSIM, LPIPS (where its weights are available), training wall time
 and rays/s, render rays/s on the held-out views (rendering alone; nerfstudio's ``num_rays_per_sec``, which adds
 the per-image metrics, stays in the evaluation records), the proposal-network and radiance-field evaluations per
-rendered ray (counted during the final evaluation), and peak memory (CUDA allocations on a GPU, the main
-process's peak RSS on a CPU).
+rendered ray (counted during the final evaluation), peak memory (CUDA allocations on a GPU, the main
+process's peak RSS on a CPU), and where the trained model puts its radiance samples relative to its own field
+(:mod:`rvs_nerfstudio.tools.bench.placement`).
 
 Scenes come from :mod:`rvs_nerfstudio.data.synth` (seed 0), generated on the fly into the output folder: ``object``
 (360°, white background), ``forward`` (forward-facing, content at several depths) and ``unbounded`` (360°, content
@@ -21,6 +22,7 @@ Writes ``quality.json`` (every number, date, hardware, command), ``quality.md`` 
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -34,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nerfstudio.utils.rich_utils import CONSOLE
 from rvs_nerfstudio.data.synth import Layout, SceneName
 from rvs_nerfstudio.tools import reports, runner
-from rvs_nerfstudio.tools.bench import common
+from rvs_nerfstudio.tools.bench import common, placement
 from rvs_nerfstudio.tools.bench.common import MethodSpec, PresetName
 from rvs_nerfstudio.tools.runner import RunResult
 
@@ -100,6 +102,7 @@ def run_record(
         "seconds_per_step": result.seconds_per_step,
         "wall_seconds": wall_seconds,
         "phase_seconds": asdict(result.times),
+        **result.probes,
         "evals": [asdict(point) for point in result.evals],
     }
 
@@ -121,6 +124,8 @@ COLUMNS = (
     Column("proposal_evals_per_ray", "proposal evals/ray", 1),
     Column("radiance_evals_per_ray", "radiance evals/ray", 1),
     Column("peak_memory_mib", "peak memory MiB", 0),
+    Column("edges_inside", "samples in field's 10–90 %", 2),
+    Column("edges_in_front", "samples in front", 2),
 )
 """The table's numeric columns, after method and scene."""
 
@@ -148,7 +153,7 @@ def summarize(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for (method, scene), group in by_method_and_scene(runs).items():
         row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group]}
         for column in COLUMNS:
-            values = [run[column.key] for run in group if run[column.key] is not None]
+            values = [run[column.key] for run in group if run.get(column.key) is not None]
             row[column.key] = {
                 "mean": statistics.fmean(values) if values else None,
                 "std": statistics.stdev(values) if len(values) > 1 else None,
@@ -174,7 +179,9 @@ def markdown_table(results: Dict[str, Any]) -> str:
         f"({meta['num_train']} train / {meta['num_test']} held-out views), "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
         + (" (mean ± std over seeds)" if len(seeds) > 1 else "")
-        + f"; peak memory is {meta['peak_memory_kind']}."
+        + f"; peak memory is {meta['peak_memory_kind']}. Samples in field's 10–90 % / in front: the share of the "
+        "trained model's radiance-sample bin edges inside / in front of its own field's central termination interval, "
+        "on 1024 rays of the first held-out view (rvs_nerfstudio.tools.bench.placement)."
     )
     lines = [
         reports.caption(meta["date"], meta["hardware"], meta["command"], setup),
@@ -375,7 +382,11 @@ def run_quality(config: QualityConfig, command: str) -> Dict[str, Any]:
                     progress.update(task, description=f"{spec.label} on {scene}, seed {seed}")
                     start = time.perf_counter()
                     result = runner.train(
-                        trainer_configs[spec.label], data, steps, preset=None, eval_every=config.eval_every, seed=seed
+                        trainer_configs[spec.label], data, steps, preset=None, eval_every=config.eval_every, seed=seed,
+                        on_eval=lambda point: progress.console.print(
+                            f"  step {point.step}: PSNR {point.metrics['psnr']:.2f} dB", markup=False, highlight=False
+                        ),
+                        probe=placement.held_out_placement,
                     )
                     run = run_record(spec, scene, seed, result, rays_per_batch, time.perf_counter() - start)
                     runs.append(run)
@@ -403,6 +414,61 @@ def run_quality(config: QualityConfig, command: str) -> Dict[str, Any]:
         "peak_memory_kind": runs[0]["peak_memory_kind"],
     }
     results = {"meta": meta, "summary": summarize(runs), "runs": runs}
+    write_results(results, config.output)
+    CONSOLE.print(tables(results), markup=False, highlight=False, soft_wrap=True)
+    return results
+
+
+@dataclass
+class MergeConfig:
+    """Merge the quality.json of several rvs-bench quality runs made with the same preset (e.g. one process per method,
+    run side by side) into one report with every table, the paired one included."""
+
+    inputs: Tuple[Path, ...] = ()
+    """quality.json files or the folders holding them; the first one's first method is the paired tables' reference."""
+    output: Path = Path("outputs/rvs-bench")
+    """Folder for the merged quality.json, quality.md and psnr_vs_speed.png."""
+    overwrite: bool = False
+    """Replace earlier results in OUTPUT."""
+
+
+MERGED_SETTINGS = (
+    "preset", "steps", "eval_every", "train_rays_per_batch", "resolution", "layout", "num_train", "num_test"
+)
+"""What every merged run must share."""
+
+
+def merge_results(records: Sequence[Dict[str, Any]], command: str) -> Dict[str, Any]:
+    """One report from several ``quality.json`` records: their runs in order, methods, scenes and seeds in order of
+    first appearance, and the commands that made them; a one-line ``SystemExit`` if their settings differ."""
+    first = records[0]["meta"]
+    for record in records[1:]:
+        differing = [key for key in MERGED_SETTINGS if record["meta"][key] != first[key]]
+        if differing:
+            raise SystemExit(f"{common.COMMAND}: cannot merge runs with different {', '.join(differing)}")
+    runs = [run for record in records for run in record["runs"]]
+    meta = {
+        **first,
+        "date": reports.now(),
+        "command": " ; ".join([*(record["meta"]["command"] for record in records), command]),
+        "methods": list(dict.fromkeys(run["method"] for run in runs)),
+        "scenes": list(dict.fromkeys(run["scene"] for run in runs)),
+        "seeds": sorted({run["seed"] for run in runs}),
+        "merged_from": [record["meta"]["date"] for record in records],
+    }
+    return {"meta": meta, "summary": summarize(runs), "runs": runs}
+
+
+def run_merge(config: MergeConfig, command: str) -> Dict[str, Any]:
+    """Reads the inputs, writes the merged report into ``config.output`` and prints its tables."""
+    common.refuse_to_overwrite(config.output, REPORT, config.overwrite, PLOT)
+    files = [path / f"{REPORT}.json" if path.is_dir() else path for path in config.inputs]
+    missing = [str(path) for path in files if not path.is_file()]
+    if len(files) < 2 or missing:
+        raise SystemExit(
+            f"{common.COMMAND}: give at least two quality.json files or folders; not found: {', '.join(missing) or '-'}"
+        )
+    results = merge_results([json.loads(path.read_text(encoding="utf-8")) for path in files], command)
     write_results(results, config.output)
     CONSOLE.print(tables(results), markup=False, highlight=False, soft_wrap=True)
     return results
