@@ -37,11 +37,6 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     density_padding: float = 2.0
     """Optical depth per unit of normalised ray spacing added before each resampling, so part of the samples
     always covers the whole ray (the role of PDFSampler's histogram padding)."""
-    padded_share: float = 1.0
-    """Share of each level's samples drawn from the padded density spline; the others are drawn from the proposal's
-    own (unpadded) spline and merged with them in order. Padding spends samples in front of the first surface (a share
-    of about 1 - exp(-padding * spacing)); unpadded samples go where the proposal puts the surfaces, near or far.
-    Between 0 and 1."""
     use_distortion_loss: bool = False
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's weights. As in nerfacto it
     trains the field only: it is computed on the samples' positions and widths detached, so it sharpens the field's
@@ -82,7 +77,6 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             single_jitter=self.config.use_single_jitter,
             interpolation=self.config.density_interpolation,
             density_padding=self.config.density_padding,
-            padded_share=self.config.padded_share,
             initial_sampler=self.proposal_sampler.initial_sampler,
             # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
             update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
@@ -118,8 +112,6 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             )
         if min(config.proposal_update_every, config.proposal_warmup) < 0:
             raise ValueError("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
-        if not 0 <= config.padded_share <= 1:
-            raise ValueError(f"padded-share must be between 0 and 1 (got {config.padded_share}).")
         if not 0 <= config.near_plane < config.far_plane:
             raise ValueError(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
         if config.predict_normals:

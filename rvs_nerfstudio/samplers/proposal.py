@@ -53,9 +53,6 @@ class RVSProposalSampler(Sampler):
         single_jitter: One stratification jitter per ray instead of one per sample.
         interpolation: Density spline between proposal samples, ``"linear"`` or ``"constant"``.
         density_padding: Optical depth per unit spacing added along every ray before resampling.
-        padded_share: Share of each resampled level's bin edges drawn from the padded spline; the others are drawn
-            from the unpadded one (the proposal's own termination distribution), and the two sets are merged in
-            order. Both keep the proposal gradient.
         initial_sampler: Spaced sampler of the first level; its spacing coordinate is the one the density
             splines live in. Uniform-then-linear-in-disparity by default.
         update_sched: Nerfacto's proposal schedule: step → steps to wait between training steps on which the proposal
@@ -70,7 +67,6 @@ class RVSProposalSampler(Sampler):
         single_jitter: bool = False,
         interpolation: spline.Interpolation = "linear",
         density_padding: float = 0.0,
-        padded_share: float = 1.0,
         initial_sampler: Optional[SpacedSampler] = None,
         update_sched: Optional[Callable[[int], float]] = None,
     ) -> None:
@@ -80,7 +76,6 @@ class RVSProposalSampler(Sampler):
         self.single_jitter = single_jitter
         self.interpolation: spline.Interpolation = interpolation
         self.density_padding = density_padding
-        self.padded_share = padded_share
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.update_sched = update_sched
         self._step = 0
@@ -163,17 +158,11 @@ class RVSProposalSampler(Sampler):
         density: Float[Tensor, "*batch num_bins 1"],
         num_samples: int,
     ) -> RaySamples:
-        """Draws ``num_samples`` bins (``num_samples + 1`` edges) from the density spline through ``density``:
-        ``padded_share`` of the edges with ``density_padding`` added, the rest without, merged in order."""
-        knots, knot_densities = spline_from_bins(ray_samples, density)
+        """Draws ``num_samples`` bins (``num_samples + 1`` edges) from the density spline through ``density``."""
+        knots, knot_densities = spline_from_bins(ray_samples, density, self.density_padding)
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
-        num_padded = round(self.padded_share * (num_samples + 1))
-        edges = []
-        for count, padding in ((num_padded, self.density_padding), (num_samples + 1 - num_padded, 0.0)):
-            if count > 0:
-                u = spline.stratified_u(knots.shape[:-1], count, jitter, knots.device, knots.dtype)
-                edges.append(spline.sample(knots, knot_densities + padding, u, self.interpolation))
-        spacing = torch.sort(torch.cat(edges, dim=-1), dim=-1).values if len(edges) > 1 else edges[0]
+        u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
+        spacing = spline.sample(knots, knot_densities, u, self.interpolation)
         return along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
 
 

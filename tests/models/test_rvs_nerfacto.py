@@ -141,8 +141,6 @@ def test_eval_render_is_deterministic(ray_bundle):
         (dict(near_plane=2.0, far_plane=1.0), "below far-plane"),
         (dict(near_plane=1.0, far_plane=1.0), "below far-plane"),
         (dict(near_plane=-0.1), "must be non-negative"),
-        (dict(padded_share=1.5), "padded-share"),
-        (dict(padded_share=-0.1), "padded-share"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):
@@ -180,23 +178,6 @@ def test_radiance_samples_are_midpoint_quantiles_of_the_last_proposal_spline(ray
     model = build_model(RVSNerfactoModelConfig, density_interpolation=interpolation, density_padding=0.5).eval()
     u = last_level_quantiles(model, ray_bundle, interpolation)
     np.testing.assert_allclose(u, np.broadcast_to((np.arange(9) + 0.5) / 9, u.shape), atol=2e-4)
-
-
-def test_padded_share_draws_that_share_of_the_edges_from_the_padded_spline(ray_bundle):
-    """padded-share 1/3 of the 9 radiance bin edges: in evaluation 3 of them are the quantiles (k + 1/2) / 3 of the last
-    proposal level's padded spline and the other 6 the quantiles (k + 1/2) / 6 of its unpadded spline (both rebuilt in
-    numpy), all in order."""
-    model = build_model(RVSNerfactoModelConfig, padded_share=1 / 3, density_padding=2.0).eval()
-    bundle = model.collider(ray_bundle[:16])
-    with torch.no_grad():
-        samples, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
-        density = model.density_fns[-1](levels[-1].frustums.get_positions())
-    assert (samples.spacing_ends >= samples.spacing_starts).all()
-    padded, own = (resampled_quantiles(levels[-1], density, padding, samples) for padding in (2.0, 0.0))
-    from_padded = (np.abs(padded[..., None] - (np.arange(3) + 0.5) / 3) < 2e-4).any(-1)
-    assert (from_padded.sum(-1) == 3).all()
-    own = own[~from_padded].reshape(len(own), 6)
-    np.testing.assert_allclose(own, np.broadcast_to((np.arange(6) + 0.5) / 6, own.shape), atol=2e-4)
 
 
 @pytest.mark.parametrize("single_jitter", [True, False])
