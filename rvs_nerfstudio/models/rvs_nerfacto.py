@@ -39,9 +39,9 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     always covers the whole ray (the role of PDFSampler's histogram padding)."""
     use_distortion_loss: bool = False
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's weights. As in nerfacto it
-    trains the field only: it is computed on the samples' positions and widths detached, so it sharpens the field's
-    density and never moves the samples (with their gradient it bunched them up; README, "Decisions worth
-    knowing")."""
+    trains the field: it is computed with the samples' positions and widths detached, so it sharpens the field's
+    density without pulling the samples together (with their gradient it bunched them up; README, "Decisions worth
+    knowing"). Off by default: it slowed the object scene's start at the cpu-long budget."""
     average_init_density: float = 0.01
     """Average initial density output from the MLPs (nerfacto's method-level setting)."""
     ray_bounds: Literal["auto", "near-far", "scene-box"] = "near-far"
