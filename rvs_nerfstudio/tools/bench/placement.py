@@ -30,7 +30,7 @@ def termination_interval(
     """Per ray, the spacing of the first dense sample where the normalised cumulative weight reaches ``LOW`` and
     ``HIGH`` (``spacing``: sample midpoints in increasing order)."""
     cumulative = torch.cumsum(weights, dim=-1) / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    levels = torch.tensor([LOW, HIGH], dtype=weights.dtype).expand(len(weights), 2).contiguous()
+    levels = torch.tensor([LOW, HIGH], dtype=weights.dtype, device=weights.device).expand(len(weights), 2).contiguous()
     indices = torch.searchsorted(cumulative, levels).clamp(max=spacing.shape[-1] - 1)
     return spacing.gather(-1, indices)
 
