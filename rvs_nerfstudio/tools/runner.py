@@ -341,12 +341,14 @@ def _train_and_evaluate(
         timer.enabled = False
 
 
-def train_step(trainer: Trainer, step: int) -> None:
-    """One training step as ``ns-train`` takes it: the callbacks before, the iteration, the callbacks after."""
+def train_step(trainer: Trainer, step: int) -> torch.Tensor:
+    """One training step as ``ns-train`` takes it: the callbacks before, the iteration, the callbacks after; returns the
+    step's loss."""
     _run_callbacks(trainer, step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
     trainer.pipeline.train()
-    trainer.train_iteration(step)
+    loss, _, _ = trainer.train_iteration(step)
     _run_callbacks(trainer, step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    return loss
 
 
 class _BackwardProxy:

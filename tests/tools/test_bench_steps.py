@@ -7,6 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from rvs_nerfstudio.tools.bench.steps import StepsConfig, ratio_rows, run_steps, time_in_turns
 from tests.helpers import run_cli
@@ -19,9 +20,11 @@ class FakeTrainer:
         self.name, self.log, self.callbacks, self.seconds = name, log, [], seconds
         self.pipeline = SimpleNamespace(train=lambda: None)
 
-    def train_iteration(self, step: int) -> None:
+    def train_iteration(self, step: int):
+        """Nerfstudio's return value: loss, loss dict, metrics dict."""
         self.log.append((self.name, step))
         time.sleep(self.seconds)
+        return torch.zeros(()), {}, {}
 
 
 def test_methods_take_turns_after_their_warmup():

@@ -1,0 +1,72 @@
+"""Per-step trace of one `rvs-bench quality --preset cpu-long` run: the loss and each parameter group's gradient norm.
+
+Study script behind the README's "Why rvs-nerfacto collapsed late" (not part of the package). It trains as
+`rvs-bench quality --preset cpu-long --methods METHOD --scenes SCENE --seeds SEED --threads 1` does and writes to
+OUTPUT/steps.jsonl one JSON line per step (loss; gradient norm per group before any clipping) and one per evaluation
+(every 300 steps: held-out PSNR and `rvs_nerfstudio/tools/bench/placement.py`'s sample placement). With
+--spike-above X it also saves the weights and optimizer states from before every step whose proposal gradient norm
+is above X (OUTPUT/before-step-N.pt), so that the step can be replayed.
+
+    python docs/studies/scripts/trace_proposal_gradients.py rvs-nerfacto unbounded 1 /tmp/trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from rvs_nerfstudio.tools import runner
+from rvs_nerfstudio.tools.bench import common, placement
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method", help="as rvs-bench's --methods, e.g. rvs-nerfacto:density_padding=1")
+    parser.add_argument("scene", choices=["object", "forward", "unbounded"])
+    parser.add_argument("seed", type=int)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--spike-above", type=float, default=None)
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    preset = common.BENCH_PRESETS["cpu-long"]
+    (spec,) = common.parse_methods([args.method])
+    config = common.parse_as_users_do(common.method_configs([spec], preset)[spec.label], "nerfstudio")
+    trainer = runner.setup_trainer(config, common.make_scene(args.output, args.scene, preset), None, args.output / "run", args.seed)
+    optimizers = trainer.optimizers
+    norms = {}
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def measured_clip(parameters, max_norm, *rest, **options):  # nerfstudio clips a group with its parameter list
+        norms[id(parameters)] = float(clip(parameters, max_norm, *rest, **options))
+
+    with open(args.output / "steps.jsonl", "w") as log, mock.patch.object(torch.nn.utils, "clip_grad_norm_", measured_clip):
+        for step in range(args.steps + 1):
+            if step % 300 == 0:
+                record = {"eval": step, "psnr": runner.evaluate(trainer)["psnr"], **placement.held_out_placement(trainer)}
+                print(json.dumps(record), flush=True)
+                log.write(json.dumps(record) + "\n")
+            if step == args.steps:
+                break
+            before = copy.deepcopy(
+                {"model": trainer.pipeline.model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.optimizers.items()}}
+            ) if args.spike_above is not None else None
+            norms.clear()
+            record = {"step": step, "loss": runner.train_step(trainer, step).item()}
+            for group, parameters in optimizers.parameters.items():
+                grads = [p.grad for p in parameters if p.grad is not None]
+                unclipped = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+                record[group] = norms.get(id(parameters), unclipped)
+            log.write(json.dumps(record) + "\n")
+            if before is not None and record["proposal_networks"] > args.spike_above:
+                torch.save(before, args.output / f"before-step-{step}.pt")
+
+
+if __name__ == "__main__":
+    main()
