@@ -220,3 +220,21 @@ def test_merge_keeps_every_run_and_pairs_them_with_the_first_record_first_method
         run_merge(MergeConfig(inputs=(tmp_path / "a", tmp_path / "b"), output=tmp_path / "n"), "merge")
     with pytest.raises(SystemExit, match="not found: .*missing"):
         run_merge(MergeConfig(inputs=(tmp_path / "a", tmp_path / "missing"), output=tmp_path / "n"), "merge")
+
+
+def test_merge_reports_runs_at_seeds_the_first_method_lacks_without_pairing_them(tmp_path):
+    """A record with an extra seed of the second method: its own PSNR and late drop are reported, its paired
+    difference and step-time ratio are "–" (no first-method run there), and the paired seed keeps its difference."""
+    first = fake_results([fake_run("nerfacto", "object", 0, 20.0)])
+    second = fake_results([fake_run("rvs-nerfacto", "object", 0, 22.5), fake_run("rvs-nerfacto", "object", 3, 19.0)])
+    for name, record in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "quality.json").write_text(json.dumps(record))
+    merged = run_merge(MergeConfig(inputs=(tmp_path / "a", tmp_path / "b"), output=tmp_path / "m"), "merge")
+    rvs = next(row for row in paired_rows(merged) if row["method"] == "rvs-nerfacto")
+    assert rvs["seeds"] == [0, 3] and rvs["equal_steps"][0] == pytest.approx(2.5) and rvs["equal_steps"][1] is None
+    assert len(rvs["late_drop"]) == 2
+    report = (tmp_path / "m" / "quality.md").read_text()
+    assert "| rvs-nerfacto | object | 0 3 | +2.50 / – | +2.50 |" in report
+    cost = report.split("Training cost per step")[1].split("\n\n")[1]
+    assert "| rvs-nerfacto | object | 203 | – |" in cost, cost

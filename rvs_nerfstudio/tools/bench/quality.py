@@ -212,12 +212,15 @@ def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     for (method, scene), group in by_method_and_scene(results["runs"]).items():
         per_step = [{phase: 1e3 * run["phase_seconds"][phase] / results["meta"]["steps"]
                      for phase in (*PHASES, "step")} for run in group]
-        equal_time = [psnr_within(run, reference[(scene, run["seed"])]["train_seconds"]) for run in group]
+        references = [reference.get((scene, run["seed"])) for run in group]
+        paired = None not in references  # merged records may hold seeds the first method was not run at
+        equal_time = [psnr_within(run, ref["train_seconds"]) for run, ref in zip(group, references)] if paired else [None]
         rows.append({
             "method": method,
             "scene": scene,
             "ms": {key: statistics.fmean(step[key] for step in per_step) for key in (*PHASES, "step")},
-            "ratio": statistics.fmean(run["seconds_per_step"] / reference[(scene, run["seed"])]["seconds_per_step"] for run in group),
+            "ratio": statistics.fmean(run["seconds_per_step"] / ref["seconds_per_step"] for run, ref in zip(group, references))
+            if paired else None,
             "psnr_equal_steps": statistics.fmean(run["psnr"] for run in group),
             "psnr_equal_time": statistics.fmean(equal_time) if None not in equal_time else None,
         })
@@ -243,7 +246,7 @@ def cost_table(results: Dict[str, Any]) -> str:
     headers = ["method", "scene", "ms/step", f"× {first}", "proposal fwd", "field fwd", "field bwd", "proposal bwd",
                "PSNR equal steps", "PSNR equal time"]
     rows = [
-        [row["method"], row["scene"], f"{row['ms']['step']:.0f}", f"{row['ratio']:.2f}",
+        [row["method"], row["scene"], f"{row['ms']['step']:.0f}", "–" if row["ratio"] is None else f"{row['ratio']:.2f}",
          *(f"{row['ms'][phase]:.0f}" for phase in PHASES), f"{row['psnr_equal_steps']:.2f}",
          "–" if row["psnr_equal_time"] is None else f"{row['psnr_equal_time']:.2f}"]
         for row in cost_rows(results)
@@ -273,9 +276,9 @@ def paired_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
         row: Dict[str, Any] = {"method": method, "scene": scene, "seeds": [run["seed"] for run in group],
                                "equal_steps": None, "equal_time": None}
         if method != first:
-            references = [reference[(scene, run["seed"])] for run in group]
-            row["equal_steps"] = [run["psnr"] - ref["psnr"] for run, ref in zip(group, references)]
-            within = [psnr_within(run, ref["train_seconds"]) for run, ref in zip(group, references)]
+            references = [reference.get((scene, run["seed"])) for run in group]  # None: no first-method run there
+            row["equal_steps"] = [None if ref is None else run["psnr"] - ref["psnr"] for run, ref in zip(group, references)]
+            within = [None if ref is None else psnr_within(run, ref["train_seconds"]) for run, ref in zip(group, references)]
             row["equal_time"] = [None if psnr is None else psnr - ref["psnr"] for psnr, ref in zip(within, references)]
         row["late_drop"] = [late_drop(run, steps) for run in group]
         rows.append(row)
