@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,3 +114,16 @@ def test_render_time_is_split_by_phase(ray_bundle, config_class, monkeypatch):
                 "radiance": 3e6 * len(radiance_calls) / rays, "other": 0.0}
     assert cost.render_us_per_ray == pytest.approx(expected)
     assert cost.render_rays_per_sec == pytest.approx(rays / (len(density_calls) + 3 * len(radiance_calls)))
+
+
+def test_train_step_runs_the_callbacks_around_the_iteration_and_returns_its_loss():
+    """``train_step`` gives back the loss of nerfstudio's ``train_iteration`` (the trace script logs it), after the
+    before-callbacks and before the after-callbacks."""
+    calls = []
+    trainer = SimpleNamespace(
+        callbacks=[SimpleNamespace(run_callback_at_location=lambda step, location: calls.append(location.name))],
+        pipeline=SimpleNamespace(train=lambda: calls.append("train")),
+        train_iteration=lambda step: (calls.append(f"iteration {step}") or torch.tensor(0.25 * step), {}, {}),
+    )
+    assert float(runner.train_step(trainer, 6)) == 1.5
+    assert calls == ["BEFORE_TRAIN_ITERATION", "train", "iteration 6", "AFTER_TRAIN_ITERATION"]

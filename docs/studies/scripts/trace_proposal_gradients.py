@@ -1,6 +1,6 @@
 """Per-step trace of one `rvs-bench quality --preset cpu-long` run: the loss and each parameter group's gradient norm.
 
-Study script behind the README's "Why rvs-nerfacto collapsed late" (not part of the package). It trains as
+Study script behind the README's "Why rvs-nerfacto collapses" (not part of the package). It trains as
 `rvs-bench quality --preset cpu-long --methods METHOD --scenes SCENE --seeds SEED --threads 1` does and writes to
 OUTPUT/steps.jsonl one JSON line per step (loss; gradient norm per group before any clipping) and one per evaluation
 (every 300 steps: held-out PSNR and `rvs_nerfstudio/tools/bench/placement.py`'s sample placement). With
@@ -59,10 +59,9 @@ def main() -> None:
             ) if args.spike_above is not None else None
             norms.clear()
             record = {"step": step, "loss": runner.train_step(trainer, step).item()}
-            for group, parameters in optimizers.parameters.items():
+            for group, parameters in optimizers.parameters.items():  # clipped groups: the norm before clipping
                 grads = [p.grad for p in parameters if p.grad is not None]
-                unclipped = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
-                record[group] = norms.get(id(parameters), unclipped)
+                record[group] = norms[id(parameters)] if id(parameters) in norms else float(torch.nn.utils.get_total_norm(grads))
             log.write(json.dumps(record) + "\n")
             if before is not None and record["proposal_networks"] > args.spike_above:
                 torch.save(before, args.output / f"before-step-{step}.pt")

@@ -212,15 +212,14 @@ def cost_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     for (method, scene), group in by_method_and_scene(results["runs"]).items():
         per_step = [{phase: 1e3 * run["phase_seconds"][phase] / results["meta"]["steps"]
                      for phase in (*PHASES, "step")} for run in group]
-        references = [reference.get((scene, run["seed"])) for run in group]
-        paired = None not in references  # merged records may hold seeds the first method was not run at
-        equal_time = [psnr_within(run, ref["train_seconds"]) for run, ref in zip(group, references)] if paired else [None]
+        references = [reference.get((scene, run["seed"])) for run in group]  # None: no first-method run at that seed
+        equal_time = [None if ref is None else psnr_within(run, ref["train_seconds"]) for run, ref in zip(group, references)]
         rows.append({
             "method": method,
             "scene": scene,
             "ms": {key: statistics.fmean(step[key] for step in per_step) for key in (*PHASES, "step")},
             "ratio": statistics.fmean(run["seconds_per_step"] / ref["seconds_per_step"] for run, ref in zip(group, references))
-            if paired else None,
+            if None not in references else None,
             "psnr_equal_steps": statistics.fmean(run["psnr"] for run in group),
             "psnr_equal_time": statistics.fmean(equal_time) if None not in equal_time else None,
         })
