@@ -37,6 +37,11 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     density_padding: float = 2.0
     """Optical depth per unit of normalised ray spacing added before each resampling, so part of the samples
     always covers the whole ray (the role of PDFSampler's histogram padding)."""
+    gradient_floor: float = 0.5
+    """Where a level's sampling density is below this share of uniform (in normalised spacing), a sample's gradient is
+    scaled by their ratio: it bounds how far samples in sparsely sampled stretches move when the proposal densities
+    change (``rvs_nerfstudio.core.spline.sample``; 0: the exact gradient). 0.5 stops the late collapses (README,
+    "Decisions worth knowing")."""
     use_distortion_loss: bool = False
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's weights. As in nerfacto it
     trains the field: it is computed with the samples' positions and widths detached, so it sharpens the field's
@@ -80,6 +85,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             initial_sampler=self.proposal_sampler.initial_sampler,
             # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
             update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
+            gradient_floor=self.config.gradient_floor,
         )
         if self.bounded_by_scene_box():
             self.collider = AABBBoxCollider(self.scene_box, near_plane=self.config.near_plane)
@@ -112,6 +118,8 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             )
         if min(config.proposal_update_every, config.proposal_warmup) < 0:
             raise ValueError("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
+        if not 0 <= config.gradient_floor <= 1:
+            raise ValueError(f"gradient-floor ({config.gradient_floor}) must be within [0, 1] (0: exact sample gradients).")
         if not 0 <= config.near_plane < config.far_plane:
             raise ValueError(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
         if config.predict_normals:

@@ -58,6 +58,8 @@ class RVSProposalSampler(Sampler):
         update_sched: Nerfacto's proposal schedule: step → steps to wait between training steps on which the proposal
             levels keep their gradient (and always on the first 10); on the others their samples are placed
             without one, as nerfacto's are. None: on every step. :meth:`step_cb` counts the steps.
+        gradient_floor: ε of :func:`rvs_nerfstudio.core.spline.sample`, the floor on the sampling density (relative to
+            uniform in spacing) below which a sample's gradient is scaled down.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class RVSProposalSampler(Sampler):
         density_padding: float = 0.0,
         initial_sampler: Optional[SpacedSampler] = None,
         update_sched: Optional[Callable[[int], float]] = None,
+        gradient_floor: float = spline.DEFAULT_GRADIENT_FLOOR,
     ) -> None:
         super().__init__()
         self.num_proposal_samples_per_ray = tuple(num_proposal_samples_per_ray)
@@ -78,6 +81,7 @@ class RVSProposalSampler(Sampler):
         self.density_padding = density_padding
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.update_sched = update_sched
+        self.gradient_floor = gradient_floor
         self._step = 0
         self._steps_since_update = 0
 
@@ -162,7 +166,7 @@ class RVSProposalSampler(Sampler):
         knots, knot_densities = spline_from_bins(ray_samples, density, self.density_padding)
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
         u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
-        spacing = spline.sample(knots, knot_densities, u, self.interpolation)
+        spacing = spline.sample(knots, knot_densities, u, self.interpolation, self.gradient_floor)
         return along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
 
 

@@ -141,6 +141,8 @@ def test_eval_render_is_deterministic(ray_bundle):
         (dict(near_plane=2.0, far_plane=1.0), "below far-plane"),
         (dict(near_plane=1.0, far_plane=1.0), "below far-plane"),
         (dict(near_plane=-0.1), "must be non-negative"),
+        (dict(gradient_floor=-0.1), r"gradient-floor \(-0.1\) must be within \[0, 1\]"),
+        (dict(gradient_floor=2.0), "gradient-floor"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):

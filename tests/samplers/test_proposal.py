@@ -199,6 +199,46 @@ def test_batched_rays_resample_like_a_flat_batch():
     torch.testing.assert_close(batched.frustums.ends.reshape(64, 8, 1), flat.frustums.ends, rtol=0, atol=0)
 
 
+def rvs_nerfacto_sampler() -> RVSProposalSampler:
+    """The proposal sampler of an rvs-nerfacto model built with its defaults."""
+    return build_model(RVSNerfactoModelConfig).proposal_sampler
+
+
+@pytest.mark.parametrize(
+    "make_sampler, gradient_floor",
+    [(lambda: RVSProposalSampler((24,), 32, gradient_floor=0.1), 0.1), (rvs_nerfacto_sampler, 0.5)],
+    ids=["sampler-0.1", "rvs-nerfacto-default-0.5"],
+)
+def test_gradient_floor_scales_the_gradient_of_edges_where_the_sampling_density_is_below_it(make_sampler, gradient_floor):
+    """With gradient_floor ε, an edge where the sampling density g of the spline (numpy: σ̂(s) (1 − u y_f) / y_f, per unit
+    of spacing, whose range is 1) is below ε has its whole gradient scaled by g / ε; the other edges keep the exact
+    gradient (ε = 0). On this ray, a faint haze and a surface, both kinds of edge occur. rvs-nerfacto's default ε is 0.5
+    (README, "Decisions worth knowing")."""
+    sampler = make_sampler().double().eval()
+    exact_sampler = RVSProposalSampler((24,), 32, density_padding=sampler.density_padding, gradient_floor=0.0).eval()
+    bundle = straight_rays([0.5], [6.0], dtype=torch.float64)
+    bins = lin_disp_bins(bundle, 24)
+    log_density = torch.full((1, 24, 1), -4.0, dtype=torch.float64)
+    log_density[0, 10:12] = 1.0
+
+    def edge_starts(of: RVSProposalSampler, log_sigma: torch.Tensor) -> torch.Tensor:
+        return of.resample(bundle, bins, log_sigma.exp(), 32).spacing_starts[0, :, 0]
+
+    exact, floored = (
+        torch.autograd.functional.jacobian(lambda l: edge_starts(of, l), log_density)[:, 0, :, 0].numpy()
+        for of in (exact_sampler, sampler)
+    )
+    starts = edge_starts(sampler, log_density).detach().numpy()
+    knots, values = (array[0] for array in ref_spline(bins, log_density.exp(), sampler.density_padding))
+    u = ref_quantiles(knots, values, starts)
+    y_f = -np.expm1(-(0.5 * (values[1:] + values[:-1]) * np.diff(knots)).sum())
+    g = np.interp(starts, knots, values) * (1 - u * y_f) / y_f
+    assert (g < gradient_floor).any() and (g > gradient_floor).any()
+    expected = exact * np.minimum(g / gradient_floor, 1.0)[:, None]
+    assert np.abs(expected - exact).max() > 1e-3  # the scaled edges have a gradient to scale
+    np.testing.assert_allclose(floored, expected, rtol=1e-6, atol=1e-12)
+
+
 def distance_along(positions: torch.Tensor) -> torch.Tensor:
     """Distance ``[..., 1]`` along the straight rays of points ``[..., 3]`` on them."""
     return CAMERA_Z - positions[..., 2:]
