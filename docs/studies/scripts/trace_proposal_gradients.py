@@ -6,7 +6,9 @@ OUTPUT/steps.jsonl one JSON line per step (loss; gradient norm per group before 
 (every 300 steps: held-out PSNR and `rvs_nerfstudio/tools/bench/placement.py`'s sample placement). With
 --spike-above X it also saves the weights and optimizer states from before every step whose proposal gradient norm
 is above X (OUTPUT/before-step-N.pt). --replay-step N then repeats that one step from its saved state (the trainer
-seeds each step, so the rays and jitter are the same) and prints its record; --cut positions / widths detaches the
+seeds each step, so the rays and jitter are the same) and prints its record, with the share of each resampling's edges
+whose gradient the gradient floor scaled ("floored_share": proposal level 2, then the radiance field's samples);
+--cut positions / widths detaches the
 radiance field's sample distances / bin widths, to see which path carries the proposals' gradient. METHOD may
 differ from the traced run's, e.g. with another gradient_floor.
 
@@ -25,6 +27,7 @@ from unittest import mock
 
 import torch
 
+from rvs_nerfstudio.core import spline
 from rvs_nerfstudio.tools import runner
 from rvs_nerfstudio.tools.bench import common, placement
 
@@ -64,7 +67,16 @@ def main() -> None:
     with mock.patch.object(torch.nn.utils, "clip_grad_norm_", measured_clip):
         if args.replay_step is not None:
             replay(trainer, args.output / f"before-step-{args.replay_step}.pt", args.cut)
-            print(json.dumps({**traced_step(args.replay_step), "cut": args.cut, "method": args.method}))
+            floored_shares = []
+            scale_gradient = spline._ScaleGradient.apply
+
+            def counted(x, scale):
+                floored_shares.append(round(float((scale < 1).float().mean()), 4))
+                return scale_gradient(x, scale)
+
+            with mock.patch.object(spline._ScaleGradient, "apply", counted):
+                record = traced_step(args.replay_step)
+            print(json.dumps({**record, "floored_share": floored_shares, "cut": args.cut, "method": args.method}))
             return
         with open(args.output / "steps.jsonl", "w") as log:
             for step in range(args.steps + 1):
