@@ -27,6 +27,7 @@ from typing import Dict, Iterator, Literal, Tuple, Type
 import torch
 from torch.optim import Optimizer, lr_scheduler
 
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
 
 LIBRARY_WARNINGS = (
@@ -58,6 +59,13 @@ def flush_denormals() -> bool:
 def default_device_type() -> Literal["cuda", "cpu"]:
     """``"cuda"`` where a GPU is visible, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class AdamBetasOptimizerConfig(AdamOptimizerConfig):
+    """nerfstudio's Adam with its betas settable (nerfstudio 1.1.5 leaves them at torch's (0.9, 0.999))."""
+
+    betas: Tuple[float, float] = (0.9, 0.999)
 
 
 @dataclass

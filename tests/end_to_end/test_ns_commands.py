@@ -11,6 +11,7 @@ import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,30 @@ def test_method_defaults_follow_nerfacto():
     assert config.pipeline.model.average_init_density == 0.01
     assert config.pipeline.model.camera_optimizer.mode == "SO3xR3"
     assert config.vis == "viewer+tensorboard"
+
+
+def learning_rates(optimizer_config: dict, steps) -> np.ndarray:
+    """The learning rate a method's optimizer group config gives at each of ``steps``."""
+    optimizer = optimizer_config["optimizer"].setup([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = optimizer_config["scheduler"].setup().get_scheduler(optimizer, lr_init=optimizer_config["optimizer"].lr)
+    return np.array([scheduler.lr_lambdas[0](step) * optimizer_config["optimizer"].lr for step in steps])
+
+
+def test_rvs_nerfacto_slows_its_proposals_to_a_tenth_over_the_warmup_and_keeps_nerfactos_other_rates():
+    """rvs-nerfacto's proposal rate falls geometrically from 1e-2 to 1e-3 over 5000 steps and then holds; its field and
+    camera rates, and all of rvs-mc's, are nerfacto's own (read from nerfstudio's registered nerfacto)."""
+    from nerfstudio.configs.method_configs import method_configs
+    from rvs_nerfstudio.method_configs import rvs_mc, rvs_nerfacto
+
+    steps = [0, 1000, 2500, 5000, 10000, 30000]
+    expected = 1e-2 * 0.1 ** (np.minimum(steps, 5000) / 5000)
+    proposal_rates = learning_rates(rvs_nerfacto.config.optimizers["proposal_networks"], steps)
+    np.testing.assert_allclose(proposal_rates, expected, rtol=1e-9)
+    nerfacto = method_configs["nerfacto"].optimizers
+    for group in ("fields", "camera_opt"):
+        np.testing.assert_allclose(learning_rates(rvs_nerfacto.config.optimizers[group], steps), learning_rates(nerfacto[group], steps))
+    for group in ("proposal_networks", "fields", "camera_opt"):
+        np.testing.assert_allclose(learning_rates(rvs_mc.config.optimizers[group], steps), learning_rates(nerfacto[group], steps))
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import torch
 import torchvision
 
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from rvs_nerfstudio.engine.compat import PortableExponentialDecaySchedulerConfig, UnavailableLPIPS
+from rvs_nerfstudio.engine.compat import AdamBetasOptimizerConfig, PortableExponentialDecaySchedulerConfig, UnavailableLPIPS
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from tests.helpers import build_model
 
@@ -49,6 +49,30 @@ def test_portable_scheduler_keeps_nerfstudio_schedule_and_loads_weights_only():
     with pytest.raises(Exception, match="weights_only"):  # the trap itself, with nerfstudio's scheduler
         _weights_only_roundtrip(numpy_state)
     assert _weights_only_roundtrip(state)["optimizer"]["param_groups"][0]["lr"] == rates[-1]
+
+
+def test_adam_betas_reach_the_optimizer_and_its_state_loads_weights_only():
+    """Three steps of the configured optimizer equal a numpy Adam with the same betas (and differ from torch's default
+    betas), and its state round-trips under weights_only."""
+    gradients = np.array([[0.5, -1.0], [2.0, 0.1], [-0.3, 0.7]])
+    lr, eps, betas = 1e-2, 1e-15, (0.8, 0.9)
+    parameter = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    optimizer = AdamBetasOptimizerConfig(lr=lr, eps=eps, betas=betas).setup([parameter])
+    m = v = x = np.zeros(2)
+    for step, gradient in enumerate(gradients, start=1):
+        parameter.grad = torch.from_numpy(gradient)
+        optimizer.step()
+        m = betas[0] * m + (1 - betas[0]) * gradient
+        v = betas[1] * v + (1 - betas[1]) * gradient**2
+        x = x - lr * (m / (1 - betas[0] ** step)) / (np.sqrt(v / (1 - betas[1] ** step)) + eps)
+    np.testing.assert_allclose(parameter.detach().numpy(), x, rtol=1e-10)
+    default = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    default_optimizer = AdamBetasOptimizerConfig(lr=lr, eps=eps).setup([default])
+    for gradient in gradients:
+        default.grad = torch.from_numpy(gradient)
+        default_optimizer.step()
+    assert np.abs(default.detach().numpy() - x).max() > 1e-4
+    assert tuple(_weights_only_roundtrip(optimizer.state_dict())["param_groups"][0]["betas"]) == betas
 
 
 def _image_metrics(model):
