@@ -2,7 +2,8 @@
 
 This module is imported by every ``ns-*`` command once the plugin is installed, so it stays cheap and
 must not raise. It never imports ``nerfstudio.configs.method_configs`` (that would be circular).
-Settings mirror nerfacto's method config so that metrics compare like for like.
+Settings mirror nerfacto's method config so that metrics compare like for like, except where the README's "Decisions" say
+otherwise (rvs-nerfacto's proposal learning-rate schedule).
 """
 
 from __future__ import annotations
