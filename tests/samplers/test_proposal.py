@@ -212,7 +212,7 @@ def rvs_nerfacto_sampler() -> RVSProposalSampler:
 def test_gradient_floor_scales_the_gradient_of_edges_where_the_sampling_density_is_below_it(make_sampler, gradient_floor):
     """With gradient_floor ε, an edge where the sampling density g of the spline (numpy: σ̂(s) (1 − u y_f) / y_f, per unit
     of spacing, whose range is 1) is below ε has its whole gradient scaled by g / ε; the other edges keep the exact
-    gradient (ε = 0). On this ray, a faint haze and a surface, both kinds of edge occur. rvs-nerfacto's default ε is 0.5
+    gradient (ε = 0, checked against a finite difference). On this ray, a faint haze and a surface, both kinds of edge occur. rvs-nerfacto's default ε is 0.5
     (README, "Decisions worth knowing")."""
     sampler = make_sampler().double().eval()
     exact_sampler = RVSProposalSampler((24,), 32, density_padding=sampler.density_padding, gradient_floor=0.0).eval()
@@ -228,6 +228,13 @@ def test_gradient_floor_scales_the_gradient_of_edges_where_the_sampling_density_
         torch.autograd.functional.jacobian(lambda l: edge_starts(of, l), log_density)[:, 0, :, 0].numpy()
         for of in (exact_sampler, sampler)
     )
+    # The exact Jacobian against a central finite difference, at its largest entry.
+    edge, source = np.unravel_index(np.abs(exact).argmax(), exact.shape)
+    step = torch.zeros_like(log_density)
+    step[0, source, 0] = 1e-6
+    with torch.no_grad():
+        difference = (edge_starts(exact_sampler, log_density + step) - edge_starts(exact_sampler, log_density - step))[edge]
+    assert exact[edge, source] == pytest.approx(difference.item() / 2e-6, rel=1e-4)
     starts = edge_starts(sampler, log_density).detach().numpy()
     knots, values = (array[0] for array in ref_spline(bins, log_density.exp(), sampler.density_padding))
     u = ref_quantiles(knots, values, starts)
