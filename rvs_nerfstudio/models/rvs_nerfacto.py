@@ -37,10 +37,6 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     density_padding: float = 2.0
     """Optical depth per unit of normalised ray spacing added before each resampling, so part of the samples
     always covers the whole ray (the role of PDFSampler's histogram padding)."""
-    radiance_padding: Optional[float] = None
-    density_padding_final: Optional[float] = None
-    density_padding_steps: int = 1000
-    uniform_share: float = 0.0
     gradient_floor: float = 0.5
     """Where a level's sampling density is below this share of uniform (in normalised spacing), a sample's gradient is
     scaled by their ratio: it bounds how far samples in sparsely sampled stretches move when the proposal densities
@@ -90,16 +86,9 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
             update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
             gradient_floor=self.config.gradient_floor,
-            radiance_padding=self.config.radiance_padding,
-            uniform_share=self.config.uniform_share,
-            padding_schedule=self._padding_schedule() if self.config.density_padding_final is not None else None,
         )
         if self.bounded_by_scene_box():
             self.collider = AABBBoxCollider(self.scene_box, near_plane=self.config.near_plane)
-
-    def _padding_schedule(self):
-        start, final, steps = self.config.density_padding, self.config.density_padding_final, self.config.density_padding_steps
-        return lambda step: start * (final / start) ** min(step / steps, 1.0)
 
     def data_background(self) -> Optional[torch.Tensor]:
         """The colour [3] the data parser says the images were composited on, or None."""

@@ -72,9 +72,6 @@ class RVSProposalSampler(Sampler):
         initial_sampler: Optional[SpacedSampler] = None,
         update_sched: Optional[Callable[[int], float]] = None,
         gradient_floor: float = spline.DEFAULT_GRADIENT_FLOOR,
-        radiance_padding: Optional[float] = None,
-        padding_schedule: Optional[Callable[[int], float]] = None,
-        uniform_share: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_proposal_samples_per_ray = tuple(num_proposal_samples_per_ray)
@@ -85,9 +82,6 @@ class RVSProposalSampler(Sampler):
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.update_sched = update_sched
         self.gradient_floor = gradient_floor
-        self.radiance_padding = radiance_padding
-        self.padding_schedule = padding_schedule
-        self.uniform_share = uniform_share
         self._step = 0
         self._steps_since_update = 0
 
@@ -135,13 +129,7 @@ class RVSProposalSampler(Sampler):
         Here ``num_nerf_samples_per_ray`` bins resampled from its density spline; subclasses may also append
         to the per-level lists.
         """
-        padding = self.current_padding() if self.radiance_padding is None else self.radiance_padding
-        return self.resample(ray_bundle, ray_samples, density, self.num_nerf_samples_per_ray, padding)
-
-    def current_padding(self) -> float:
-        if self.padding_schedule is None:
-            return self.density_padding
-        return self.padding_schedule(self._step)
+        return self.resample(ray_bundle, ray_samples, density, self.num_nerf_samples_per_ray)
 
     def proposal_levels(
         self, ray_bundle: RayBundle, density_fns: Sequence[Callable]
@@ -161,9 +149,7 @@ class RVSProposalSampler(Sampler):
         weights_list, ray_samples_list = [], []
         for level, density_fn in enumerate(density_fns):
             if level > 0:
-                ray_samples = self.resample(
-                    rays, ray_samples, density, self.num_proposal_samples_per_ray[level], self.current_padding()
-                )
+                ray_samples = self.resample(rays, ray_samples, density, self.num_proposal_samples_per_ray[level])
             density = density_fn(ray_samples.frustums.get_positions())
             weights_list.append(ray_samples.get_weights(density))
             ray_samples_list.append(ray_samples)
@@ -175,23 +161,12 @@ class RVSProposalSampler(Sampler):
         ray_samples: RaySamples,
         density: Float[Tensor, "*batch num_bins 1"],
         num_samples: int,
-        padding: Optional[float] = None,
     ) -> RaySamples:
         """Draws ``num_samples`` bins (``num_samples + 1`` edges) from the density spline through ``density``."""
-        padding = self.current_padding() if padding is None else padding
-        knots, knot_densities = spline_from_bins(ray_samples, density, padding)
+        knots, knot_densities = spline_from_bins(ray_samples, density, self.density_padding)
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
-        num_uniform = round(self.uniform_share * (num_samples + 1))
-        u = spline.stratified_u(knots.shape[:-1], num_samples + 1 - num_uniform, jitter, knots.device, knots.dtype)
+        u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
         spacing = spline.sample(knots, knot_densities, u, self.interpolation, self.gradient_floor)
-        if num_uniform > 0:
-            v = spline.stratified_u(knots.shape[:-1], num_uniform, jitter, knots.device, knots.dtype)
-            edges = torch.cat([ray_samples.spacing_starts[..., :1, 0], ray_samples.spacing_ends[..., 0]], dim=-1)
-            position = v * (edges.shape[-1] - 1)
-            index = position.long().clamp(max=edges.shape[-1] - 2)
-            start, end = edges.gather(-1, index), edges.gather(-1, index + 1)
-            per_bin = start + (position - index) * (end - start)
-            spacing = torch.sort(torch.cat([spacing, per_bin], dim=-1), dim=-1).values
         return along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
 
 
