@@ -33,7 +33,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.renderers import BackgroundColor, RGBRenderer
 from nerfstudio.viewer.viewer_elements import ViewerSlider
-from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModel, RVSNerfactoModelConfig
+from rvs_nerfstudio.models.rvs_nerfacto import ImpossibleOptions, RVSNerfactoModel, RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.monte_carlo import RVSMonteCarloSampler
 
 VIEWER_MAX_RADIANCE_SAMPLES = 64
@@ -140,16 +140,16 @@ class RVSMonteCarloModel(RVSNerfactoModel):
         """The parent's checks, plus those of the Monte Carlo options."""
         config = self.config
         if config.num_proposal_iterations < 1:
-            raise ValueError("rvs-mc needs at least one density network: set num-proposal-iterations to 1 or more.")
+            raise ImpossibleOptions("rvs-mc needs at least one density network: set num-proposal-iterations to 1 or more.")
         super()._validate_config()
         if config.num_radiance_samples < 1:
-            raise ValueError(f"num-radiance-samples must be at least 1 (got {config.num_radiance_samples}).")
+            raise ImpossibleOptions(f"num-radiance-samples must be at least 1 (got {config.num_radiance_samples}).")
         if config.eval_num_radiance_samples is not None and config.eval_num_radiance_samples < 1:
-            raise ValueError(f"eval-num-radiance-samples must be at least 1 (got {config.eval_num_radiance_samples}).")
+            raise ImpossibleOptions(f"eval-num-radiance-samples must be at least 1 (got {config.eval_num_radiance_samples}).")
         if config.training_padding < 0:
-            raise ValueError(f"training-padding must be 0 or more (got {config.training_padding}).")
+            raise ImpossibleOptions(f"training-padding must be 0 or more (got {config.training_padding}).")
         if config.eval_num_draws < 1:
-            raise ValueError(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
+            raise ImpossibleOptions(f"eval-num-draws must be at least 1 (got {config.eval_num_draws}).")
 
     def level_sample_counts(self) -> Tuple[int, ...]:
         """Samples per ray at each density level (the K radiance points are drawn from the last one's spline)."""

@@ -27,6 +27,11 @@ from rvs_nerfstudio.engine.trainer import FiniteLossGuard
 from rvs_nerfstudio.samplers.proposal import RVSProposalSampler
 
 
+class ImpossibleOptions(SystemExit, ValueError):
+    """Model options that cannot be honoured together. A ``ValueError`` to callers; uncaught (``ns-train``,
+    ``rvs-bench``), Python prints its one-line message and exits with status 1 instead of a traceback."""
+
+
 @dataclass
 class RVSNerfactoModelConfig(NerfactoModelConfig):
     """Nerfacto with RVS proposal sampling and no interlevel loss."""
@@ -104,26 +109,26 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
         """Rejects option combinations that RVS sampling cannot honour, with a message saying what to change."""
         config = self.config
         if len(config.num_proposal_samples_per_ray) != config.num_proposal_iterations:
-            raise ValueError(
+            raise ImpossibleOptions(
                 f"num-proposal-samples-per-ray has {len(config.num_proposal_samples_per_ray)} entries but "
                 f"num-proposal-iterations is {config.num_proposal_iterations}: give one count per proposal level."
             )
         counts = self.level_sample_counts()
         if min(counts, default=1) < 1:
-            raise ValueError("Sample counts must be at least 1 per ray.")
+            raise ImpossibleOptions("Sample counts must be at least 1 per ray.")
         if any(coarse < fine for coarse, fine in zip(counts, counts[1:])):
-            raise ValueError(
+            raise ImpossibleOptions(
                 f"Sample counts per level {counts} must not grow from one level to the next (each level is resampled "
                 "from the one before): e.g. num-proposal-samples-per-ray 256 96 and num-nerf-samples-per-ray 48."
             )
         if min(config.proposal_update_every, config.proposal_warmup) < 0:
-            raise ValueError("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
+            raise ImpossibleOptions("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
         if not 0 <= config.gradient_floor <= 1:
-            raise ValueError(f"gradient-floor ({config.gradient_floor}) must be within [0, 1] (0: exact sample gradients).")
+            raise ImpossibleOptions(f"gradient-floor ({config.gradient_floor}) must be within [0, 1] (0: exact sample gradients).")
         if not 0 <= config.near_plane < config.far_plane:
-            raise ValueError(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
+            raise ImpossibleOptions(f"near-plane ({config.near_plane}) must be non-negative and below far-plane ({config.far_plane}).")
         if config.predict_normals:
-            raise ValueError("predict-normals is not supported by rvs-nerfacto yet; leave it False.")
+            raise ImpossibleOptions("predict-normals is not supported by rvs-nerfacto yet; leave it False.")
 
     def level_sample_counts(self) -> Tuple[int, ...]:
         """Samples per ray at each level, coarse to fine: the proposal levels, then the radiance field."""

@@ -101,6 +101,23 @@ def test_checkpoint_loads_with_weights_only(trained_config):
     assert learning_rates and all(type(lr) is float for lr in learning_rates)
 
 
+@pytest.mark.parametrize(
+    "command, counts",
+    [  # the counts per level the message names: nerfacto's full sizes, and the bench's cpu-small preset
+        (["ns-train", "rvs-nerfacto", "--pipeline.model.num-nerf-samples-per-ray", "200", "--vis", "tensorboard"], "(256, 96, 200)"),
+        (["rvs-bench", "quality", "--methods", "rvs-nerfacto:num_nerf_samples_per_ray=200", "--resolution", "8"], "(64, 32, 200)"),
+    ],
+    ids=["ns-train", "rvs-bench"],
+)
+def test_impossible_model_options_end_the_command_in_one_line(command, counts, small_scene, tmp_path):
+    where = ["--data", small_scene, "--output-dir", tmp_path / "runs"] if command[0] == "ns-train" else ["--output", tmp_path / "bench"]
+    result = run_cli(command + where + ["--max-num-iterations" if command[0] == "ns-train" else "--steps", "2"], check=False, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "must not grow from one level to the next" in last_line and counts in last_line, last_line
+
+
 @pytest.mark.slow
 def test_ns_eval_writes_finite_metrics_without_fake_lpips(trained_config, tmp_path):
     output = tmp_path / "metrics.json"
