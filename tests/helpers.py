@@ -94,17 +94,25 @@ def numpy_quantiles(knots: np.ndarray, values: np.ndarray, s: np.ndarray, interp
     else:
         areas = values[np.clip(np.searchsorted(knots, grid[:-1], side="right") - 1, 0, len(values) - 1)] * np.diff(grid)
     opacity = -np.expm1(-np.concatenate([[0.0], np.cumsum(areas)]))
+    if opacity[-1] == 0:  # no density anywhere: uniform
+        return (s - knots[0]) / (knots[-1] - knots[0])
     return (opacity / opacity[-1])[np.searchsorted(grid, s)]
 
 
 def resampled_quantiles(
-    level: RaySamples, density: torch.Tensor, padding: float, resampled: RaySamples, interpolation: str = "linear"
+    level: RaySamples,
+    density: torch.Tensor,
+    padding: float,
+    resampled: RaySamples,
+    interpolation: str = "linear",
+    scale: float = 1.0,
 ) -> np.ndarray:
     """The quantiles ``[rays, edges]`` of ``resampled``'s bin edges (spacing starts, then the last end; zero-width
-    samples give their points) under :func:`numpy_spline` of ``level`` and ``density``, ray by ray."""
+    samples give their points) under :func:`numpy_spline` of ``level`` and ``density`` times ``scale``, ray by ray."""
     starts, ends = resampled.spacing_starts[..., 0].detach(), resampled.spacing_ends[..., 0].detach()
     edges = starts if torch.equal(starts, ends) else torch.cat([starts, ends[:, -1:]], dim=-1)
     knots, values = numpy_spline(level, density, padding)
+    values = values * scale
     edges = edges.double().numpy()
     return np.stack([numpy_quantiles(knots[i], values[i], edges[i], interpolation) for i in range(len(edges))])
 

@@ -83,6 +83,8 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     # The density networks are the model here: they learn on every step.
     proposal_update_every: Suppress[int] = 0
     proposal_warmup: Suppress[int] = 0
+    # Not measured with Monte Carlo rendering: the density levels sample their splines from the first step.
+    use_proposal_weight_anneal: Suppress[bool] = False
 
 
 class RVSMonteCarloModel(RVSNerfactoModel):

@@ -66,9 +66,13 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     does. 0: with a gradient on every step (the paper's)."""
     proposal_warmup: int = 5000
     """Steps over which proposal-update-every is reached (nerfacto's meaning)."""
-    # Knobs of the interlevel loss that have no meaning with RVS: fixed and hidden from the CLI.
+    use_proposal_weight_anneal: bool = False
+    """Nerfacto's proposal-weight anneal, with its slope and its steps (proposal-weights-anneal-slope 10,
+    -max-num-iters 1000): in training each level's padded density spline is scaled by nerfacto's anneal factor, which
+    rises from 0 to 1 over those steps, so sampling starts uniform in nerfacto's spacing and gathers on the proposals'
+    density as they learn. Off by default until measured at the longer budget (README, "Decisions worth knowing")."""
+    # The interlevel loss has no meaning with RVS: fixed and hidden from the CLI.
     interlevel_loss_mult: Suppress[float] = 0.0
-    use_proposal_weight_anneal: Suppress[bool] = False
 
 
 class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
@@ -135,12 +139,13 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
         return (*self.config.num_proposal_samples_per_ray, self.config.num_nerf_samples_per_ray)
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        """Nerfacto's callbacks, plus one that tells the loss guard the step and one that counts steps for the proposal
-        schedule."""
-        return super().get_training_callbacks(training_callback_attributes) + [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.loss_guard.set_step),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.proposal_sampler.step_cb),
-        ]
+        """Nerfacto's callbacks (with use-proposal-weight-anneal, its anneal and the sampler's step counter), plus one
+        that tells the loss guard the step and, without the anneal, the step counter for the proposal schedule."""
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.loss_guard.set_step))
+        if not self.config.use_proposal_weight_anneal:  # else nerfacto's callbacks count the steps already
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.proposal_sampler.step_cb))
+        return callbacks
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor | List]:
         """Nerfacto's outputs. With the distortion loss, in training, the last entries of ``weights_list`` and

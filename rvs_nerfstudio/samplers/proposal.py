@@ -84,6 +84,13 @@ class RVSProposalSampler(Sampler):
         self.gradient_floor = gradient_floor
         self._step = 0
         self._steps_since_update = 0
+        self._anneal = 1.0
+
+    def set_anneal(self, anneal: float) -> None:
+        """Nerfacto's proposal-weight anneal (its callback calls this before each training step): in training every
+        level's padded spline is scaled by ``anneal`` in [0, 1] before resampling, so 0 samples uniformly in the
+        spacing and 1 follows the spline. Evaluation always follows the spline."""
+        self._anneal = anneal
 
     def step_cb(self, step: int) -> None:
         """Training callback after each step: counts steps for ``update_sched``."""
@@ -164,6 +171,8 @@ class RVSProposalSampler(Sampler):
     ) -> RaySamples:
         """Draws ``num_samples`` bins (``num_samples + 1`` edges) from the density spline through ``density``."""
         knots, knot_densities = spline_from_bins(ray_samples, density, self.density_padding)
+        if self.training and self._anneal < 1:
+            knot_densities = knot_densities * self._anneal
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
         u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
         spacing = spline.sample(knots, knot_densities, u, self.interpolation, self.gradient_floor)

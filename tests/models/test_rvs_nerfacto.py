@@ -164,13 +164,14 @@ def test_options_at_the_limits_are_accepted(overrides, ray_bundle):
         assert torch.isfinite(model(ray_bundle)["rgb"]).all()
 
 
-def last_level_quantiles(model, ray_bundle, interpolation="linear"):
-    """Quantiles of the radiance field's bin edges under the last proposal level's padded spline, in numpy."""
+def last_level_quantiles(model, ray_bundle, interpolation="linear", scale=1.0):
+    """Quantiles of the radiance field's bin edges under the last proposal level's padded spline (times ``scale``), in
+    numpy."""
     bundle = model.collider(ray_bundle[:16])
     with torch.no_grad():
         samples, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
         density = model.density_fns[-1](levels[-1].frustums.get_positions())
-    return resampled_quantiles(levels[-1], density, model.config.density_padding, samples, interpolation)
+    return resampled_quantiles(levels[-1], density, model.config.density_padding, samples, interpolation, scale)
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "constant"])
@@ -191,6 +192,29 @@ def test_training_jitter_follows_use_single_jitter(ray_bundle, single_jitter):
     assert (fraction > -1e-3).all() and (fraction < 1 + 1e-3).all()
     spread = fraction.max(-1) - fraction.min(-1)
     assert (spread.max() < 2e-3) if single_jitter else (np.median(spread) > 0.4)
+
+
+@pytest.mark.parametrize("step", [0, 100, 400, 1000])
+def test_proposal_weight_anneal_scales_the_spline_in_training_on_nerfactos_schedule(ray_bundle, step):
+    """nerfacto's use-proposal-weight-anneal, driven by nerfacto's own callback: in training at ``step`` the radiance
+    edges are single-jittered quantiles of the last level's padded spline times nerfacto's anneal factor
+    b x / ((b - 1) x + 1), b = 10, x = step / 1000 (0 at step 0: uniform in spacing); evaluation follows the spline."""
+    model = build_model(RVSNerfactoModelConfig, use_proposal_weight_anneal=True)
+    attributes = TrainingCallbackAttributes(optimizers=None, grad_scaler=None, pipeline=None, trainer=None)
+    for callback in model.get_training_callbacks(attributes):
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    x = step / 1000
+    anneal = 10 * x / (9 * x + 1)
+    torch.manual_seed(0)
+    fraction = last_level_quantiles(model.train(), ray_bundle, scale=anneal) * 9 - np.arange(9)
+    assert (fraction > -1e-3).all() and (fraction < 1 + 1e-3).all()
+    assert (fraction.max(-1) - fraction.min(-1)).max() < 2e-3  # one jitter per ray: the same fraction for every edge
+    if step < 1000:  # the unscaled spline does not give these edges
+        torch.manual_seed(0)
+        unscaled = last_level_quantiles(model, ray_bundle) * 9 - np.arange(9)
+        assert (unscaled.max(-1) - unscaled.min(-1)).max() > 0.05
+    u = last_level_quantiles(model.eval(), ray_bundle)
+    np.testing.assert_allclose(u, np.broadcast_to((np.arange(9) + 0.5) / 9, u.shape), atol=2e-4)
 
 
 @pytest.mark.parametrize("model_name", ["rvs-nerfacto", "rvs-mc"])
@@ -236,10 +260,11 @@ def nerfacto_update_schedule(step: int, update_every: int, warmup: int) -> float
     return float(np.clip(step / warmup * update_every, 1, update_every))
 
 
-def test_proposal_schedule_option_trains_the_proposals_on_nerfactos_steps(ray_bundle):
+@pytest.mark.parametrize("anneal", [False, True])  # with the anneal, nerfacto's own callbacks count the steps
+def test_proposal_schedule_option_trains_the_proposals_on_nerfactos_steps(ray_bundle, anneal):
     default = build_model(RVSNerfactoModelConfig)
     assert default.proposal_sampler.update_sched is None  # every step
-    model = build_model(RVSNerfactoModelConfig, proposal_update_every=5, proposal_warmup=1000)
+    model = build_model(RVSNerfactoModelConfig, proposal_update_every=5, proposal_warmup=1000, use_proposal_weight_anneal=anneal)
     for step in (0, 100, 400, 999, 1000, 5000):
         assert model.proposal_sampler.update_sched(step) == pytest.approx(nerfacto_update_schedule(step, 5, 1000))
     attributes = TrainingCallbackAttributes(optimizers=None, grad_scaler=None, pipeline=None, trainer=None)
