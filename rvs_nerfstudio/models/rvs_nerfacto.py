@@ -66,17 +66,6 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     does. 0: with a gradient on every step (the paper's)."""
     proposal_warmup: int = 5000
     """Steps over which proposal-update-every is reached (nerfacto's meaning)."""
-    sample_gradient: Literal["both", "positions", "widths"] = "both"
-    """Study: what of the radiance field's samples keeps the proposals' gradient ("positions": where the field is
-    evaluated, widths detached; "widths": the bin widths, positions detached)."""
-    distortion_loss_start: int = 0
-    """Study: the step from which use-distortion-loss adds the loss."""
-    proposal_rgb_loss_mult: float = 0.0
-    """Study: each proposal level also renders the pixel: its own termination distribution over the radiance field's
-    bins, with the field's colours held fixed; this times the RGB loss of that render trains the proposals."""
-    anneal_steps: int = 0
-    """Study: nerfacto's proposal-weight anneal: every level's padded spline is scaled by nerfacto's anneal factor
-    (10x / (9x + 1), x = step / anneal-steps), so sampling starts uniform in the spacing (0: off)."""
     use_proposal_weight_anneal: bool = False
     """Nerfacto's proposal-weight anneal, with its slope and its steps (proposal-weights-anneal-slope 10,
     -max-num-iters 1000): in training each level's padded density spline is scaled by nerfacto's anneal factor, which
@@ -106,9 +95,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
             update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
             gradient_floor=self.config.gradient_floor,
-            sample_gradient=self.config.sample_gradient,
         )
-        self.proposal_sampler.anneal_steps = self.config.anneal_steps  # STUDY
         if self.bounded_by_scene_box():
             self.collider = AABBBoxCollider(self.scene_box, near_plane=self.config.near_plane)
 
@@ -164,8 +151,6 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
         """Nerfacto's outputs. With the distortion loss, in training, the last entries of ``weights_list`` and
         ``ray_samples_list`` (read only by nerfacto's distortion metric) are the radiance field's weights on its samples
         with positions and widths detached: the loss then reaches the field's density and not the proposals."""
-        if self.training and self.config.proposal_rgb_loss_mult > 0:
-            return self.outputs_with_proposal_rgb(ray_bundle)
         if not (self.training and self.config.use_distortion_loss):
             return super().get_outputs(ray_bundle)
         kept: Dict[str, Any] = {}
@@ -194,31 +179,6 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
         outputs["ray_samples_list"][-1] = fixed
         return outputs
 
-    def outputs_with_proposal_rgb(self, ray_bundle):  # STUDY
-        from rvs_nerfstudio.core import spline
-        from rvs_nerfstudio.samplers.proposal import spline_from_bins
-        kept = {}
-        field_forward = self.field.forward
-
-        def forward_keeping(ray_samples, compute_normals=False):
-            outputs = field_forward(ray_samples, compute_normals=compute_normals)
-            kept.update(samples=ray_samples, rgb=outputs[FieldHeadNames.RGB])
-            return outputs
-
-        self.field.forward = forward_keeping
-        try:
-            outputs = super().get_outputs(ray_bundle)
-        finally:
-            del self.field.forward
-        samples = kept["samples"]
-        edges = torch.cat([samples.spacing_starts[..., 0], samples.spacing_ends[..., -1:, 0]], dim=-1)
-        for level, density in enumerate(self.proposal_sampler.level_densities):
-            knots, values = spline_from_bins(outputs["ray_samples_list"][level], density, 0.0)
-            cdf = spline.opacity(edges, knots, values, self.config.density_interpolation)
-            weights = (cdf[..., 1:] - cdf[..., :-1])[..., None]
-            outputs[f"proposal_rgb_{level}"] = self.renderer_rgb(rgb=kept["rgb"].detach(), weights=weights)
-        return outputs
-
     def get_loss_dict(
         self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], metrics_dict: Optional[Dict] = None
     ) -> Dict[str, torch.Tensor]:
@@ -231,11 +191,8 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=batch["image"].to(self.device)
         )
         loss_dict = {"rgb_loss": self.rgb_loss(gt_rgb, pred_rgb)}
-        if self.training and self.config.proposal_rgb_loss_mult > 0:  # STUDY
-            loss_dict["proposal_rgb_loss"] = self.config.proposal_rgb_loss_mult * sum(
-                self.rgb_loss(gt_rgb, outputs[f"proposal_rgb_{level}"]) for level in range(self.config.num_proposal_iterations))
         if self.training:
-            if self.config.use_distortion_loss and (self.loss_guard.step or 0) >= self.config.distortion_loss_start:
+            if self.config.use_distortion_loss:
                 assert metrics_dict is not None and "distortion" in metrics_dict
                 loss_dict["distortion_loss"] = self.config.distortion_loss_mult * metrics_dict["distortion"]
             self.camera_optimizer.get_loss_dict(loss_dict)

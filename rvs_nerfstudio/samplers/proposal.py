@@ -72,7 +72,6 @@ class RVSProposalSampler(Sampler):
         initial_sampler: Optional[SpacedSampler] = None,
         update_sched: Optional[Callable[[int], float]] = None,
         gradient_floor: float = spline.DEFAULT_GRADIENT_FLOOR,
-        sample_gradient: str = "both",
     ) -> None:
         super().__init__()
         self.num_proposal_samples_per_ray = tuple(num_proposal_samples_per_ray)
@@ -83,7 +82,6 @@ class RVSProposalSampler(Sampler):
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.update_sched = update_sched
         self.gradient_floor = gradient_floor
-        self.sample_gradient = sample_gradient
         self._step = 0
         self._steps_since_update = 0
         self._anneal = 1.0
@@ -160,7 +158,6 @@ class RVSProposalSampler(Sampler):
             if level > 0:
                 ray_samples = self.resample(rays, ray_samples, density, self.num_proposal_samples_per_ray[level])
             density = density_fn(ray_samples.frustums.get_positions())
-            self.level_densities = getattr(self, "level_densities", [])[: level] + [density]  # STUDY
             weights_list.append(ray_samples.get_weights(density))
             ray_samples_list.append(ray_samples)
         return ray_samples, density, weights_list, ray_samples_list
@@ -176,19 +173,10 @@ class RVSProposalSampler(Sampler):
         knots, knot_densities = spline_from_bins(ray_samples, density, self.density_padding)
         if self.training and self._anneal < 1:
             knot_densities = knot_densities * self._anneal
-        if self.training and getattr(self, "anneal_steps", 0) > 0:  # STUDY: nerfacto's proposal-weight anneal
-            x = min(self._step / self.anneal_steps, 1.0)
-            knot_densities = knot_densities * (10 * x / (9 * x + 1))
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
         u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
         spacing = spline.sample(knots, knot_densities, u, self.interpolation, self.gradient_floor)
-        samples = along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
-        if self.sample_gradient == "widths":
-            f = samples.frustums
-            samples = dataclasses.replace(samples, frustums=dataclasses.replace(f, starts=f.starts.detach(), ends=f.ends.detach()))
-        elif self.sample_gradient == "positions":
-            samples = dataclasses.replace(samples, deltas=samples.deltas.detach())
-        return samples
+        return along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
 
 
 def along_rays(
