@@ -70,7 +70,8 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     """Nerfacto's proposal-weight anneal, with its slope and its steps (proposal-weights-anneal-slope 10,
     -max-num-iters 1000): in training each level's padded density spline is scaled by nerfacto's anneal factor, which
     rises from 0 to 1 over those steps, so sampling starts uniform in nerfacto's spacing and gathers on the proposals'
-    density as they learn. Off by default until measured at the longer budget (README, "Decisions worth knowing")."""
+    density as they learn. Off by default: at the longer budget it gained on the object scene and lost on the
+    forward-facing one (README, "What the proposals' learning adds")."""
     # The interlevel loss has no meaning with RVS: fixed and hidden from the CLI.
     interlevel_loss_mult: Suppress[float] = 0.0
 
