@@ -102,16 +102,17 @@ def test_checkpoint_loads_with_weights_only(trained_config):
 
 
 @pytest.mark.parametrize(
-    "command, counts",
-    [  # the counts per level the message names: nerfacto's full sizes, and the bench's cpu-small preset
-        (["ns-train", "rvs-nerfacto", "--pipeline.model.num-nerf-samples-per-ray", "200", "--vis", "tensorboard"], "(256, 96, 200)"),
-        (["rvs-bench", "quality", "--methods", "rvs-nerfacto:num_nerf_samples_per_ray=200", "--resolution", "8"], "(64, 32, 200)"),
-    ],
-    ids=["ns-train", "rvs-bench"],
+    "tool, counts",  # the counts per level the message names: nerfacto's full sizes, and the bench's cpu-small preset
+    [("ns-train", "(256, 96, 200)"), ("rvs-bench", "(64, 32, 200)")],
 )
-def test_impossible_model_options_end_the_command_in_one_line(command, counts, small_scene, tmp_path):
-    where = ["--data", small_scene, "--output-dir", tmp_path / "runs"] if command[0] == "ns-train" else ["--output", tmp_path / "bench"]
-    result = run_cli(command + where + ["--max-num-iterations" if command[0] == "ns-train" else "--steps", "2"], check=False, timeout=300)
+def test_impossible_model_options_end_the_command_in_one_line(tool, counts, small_scene, tmp_path):
+    command = {
+        "ns-train": ["ns-train", "rvs-nerfacto", "--pipeline.model.num-nerf-samples-per-ray", "200", "--data", small_scene,
+                     "--output-dir", tmp_path, "--vis", "tensorboard", "--max-num-iterations", "2"],
+        "rvs-bench": ["rvs-bench", "quality", "--methods", "rvs-nerfacto:num_nerf_samples_per_ray=200", "--resolution", "8",
+                      "--steps", "2", "--output", tmp_path],
+    }[tool]
+    result = run_cli(command, check=False, timeout=300)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
