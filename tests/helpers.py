@@ -3,6 +3,7 @@ offline in subprocesses. Fixtures live in ``conftest.py``."""
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -68,6 +69,19 @@ def training_pass(
         image = target.expand(len(ray_bundle), 3)
     batch = {"image": image}
     return outputs, model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+
+
+def autograd_node_names(tensor: torch.Tensor) -> collections.Counter:
+    """How often each backward function occurs in the graph behind ``tensor``."""
+    names, seen, stack = collections.Counter(), set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names[type(node).__name__] += 1
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
 
 
 # --- Independent references --------------------------------------------------------------------------------

@@ -9,6 +9,10 @@
 - The default ``--machine.device-type cuda`` crashes without a GPU: :func:`default_device_type`.
 - On a CPU, subnormal floats make arithmetic many times slower; saturated rays produce them in transmittances
   and gradients: :func:`flush_denormals`.
+- Its torch hash grid (the fallback without tiny-cuda-nn, so every CPU run) looks its table up with advanced
+  indexing, whose backward accumulates with ``index_put_``, slower on a CPU than ``index_add_``.
+  RVS back-propagates into the proposal networks on every step (nerfacto: on a few), so there it matters:
+  :func:`with_fast_hash_lookups`.
 - On torch 2.9+ it floods the console with warnings about its own indexing and deprecated torch APIs:
   :func:`quiet_library_warnings` hides them in our console scripts and the ``ns-*`` processes they start.
 """
@@ -22,13 +26,15 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, Literal, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Type
 
 import torch
 from torch.optim import Optimizer, lr_scheduler
+from torch.overrides import TorchFunctionMode
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
+from nerfstudio.field_components.encodings import HashEncoding
 
 LIBRARY_WARNINGS = (
     "ignore:Using a non-tuple sequence for multidimensional indexing:UserWarning",
@@ -56,6 +62,68 @@ def flush_denormals() -> bool:
     return torch.set_flush_denormal(True)
 
 
+class _HashTableLookup(torch.autograd.Function):
+    """``table[indices]`` for a hash table ``[rows, 2]`` (float32 or float64) and integer ``indices [*shape]`` →
+    ``[*shape, 2]``. The backward holds each row's two features as one complex number, so that ``index_add_`` adds whole
+    rows in one pass over 1-D tensors; advanced indexing's ``index_put_(accumulate=True)`` is 3-4 times slower on a CPU,
+    and ``index_add_`` over 2-D rows becomes a scatter that sorts the indices when torch has several threads."""
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(indices)
+        ctx.rows = table.shape[0]
+        return torch.index_select(table, 0, indices.reshape(-1)).view(*indices.shape, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        (indices,) = ctx.saved_tensors
+        row_grads = torch.view_as_complex(grad.reshape(-1, 2).contiguous())
+        table_grad = row_grads.new_zeros(ctx.rows).index_add_(0, indices.reshape(-1), row_grads)
+        return torch.view_as_real(table_grad), None
+
+
+class HashLookupsAsIndexAdd(TorchFunctionMode):
+    """Inside: ``table[indices]`` on the hash table of one of ``encodings`` runs as :class:`_HashTableLookup`, with the
+    same values and gradients; every other operation runs unchanged."""
+
+    def __init__(self, encodings: Sequence[HashEncoding]) -> None:
+        super().__init__()
+        self.encodings = encodings
+
+    def __torch_function__(self, func: Callable, types: Any, args: Tuple = (), kwargs: Any = None) -> Any:
+        if func is torch.Tensor.__getitem__:
+            table, indices = args
+            if (
+                isinstance(indices, torch.Tensor)
+                and table.dtype in (torch.float32, torch.float64)
+                and any(table is encoding.hash_table for encoding in self.encodings)
+            ):
+                return _HashTableLookup.apply(table, indices)
+        return func(*args, **(kwargs or {}))
+
+
+def with_fast_hash_lookups(function: Callable, module: torch.nn.Module) -> Callable:
+    """``function`` (a proposal network's ``density_fn``) run with :class:`HashLookupsAsIndexAdd` for the torch hash
+    grids in ``module`` with two features per level (nerfacto's); ``function`` itself where ``module`` has none
+    (tiny-cuda-nn's grids are fused already).
+
+    On a CPU the proposal networks' backward, which RVS adds to every training step, takes about half the time
+    (README, "Step time").
+    """
+    encodings: List[HashEncoding] = [
+        m for m in module.modules() if isinstance(m, HashEncoding) and m.tcnn_encoding is None and m.features_per_level == 2
+    ]
+    if not encodings:
+        return function
+
+    @functools.wraps(function)
+    def with_fast_lookups(*args, **kwargs):
+        with HashLookupsAsIndexAdd(encodings):
+            return function(*args, **kwargs)
+
+    return with_fast_lookups
+
+
 def default_device_type() -> Literal["cuda", "cpu"]:
     """``"cuda"`` where a GPU is visible, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -63,9 +131,12 @@ def default_device_type() -> Literal["cuda", "cpu"]:
 
 @dataclass
 class AdamBetasOptimizerConfig(AdamOptimizerConfig):
-    """nerfstudio's Adam with its betas settable (nerfstudio 1.1.5 leaves them at torch's (0.9, 0.999))."""
+    """nerfstudio's Adam with its betas and torch's fused implementation settable (nerfstudio 1.1.5 leaves them at
+    torch's defaults)."""
 
     betas: Tuple[float, float] = (0.9, 0.999)
+    fused: Optional[bool] = None
+    """torch's fused Adam (one kernel over all parameters, on CPU and CUDA; None: torch's choice, a loop on the CPU)."""
 
 
 @dataclass

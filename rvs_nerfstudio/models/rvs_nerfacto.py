@@ -22,7 +22,7 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from rvs_nerfstudio.data.parsers import BACKGROUND_METADATA_KEY
-from rvs_nerfstudio.engine.compat import OptionalLPIPSMixin, flush_denormals
+from rvs_nerfstudio.engine.compat import OptionalLPIPSMixin, flush_denormals, with_fast_hash_lookups
 from rvs_nerfstudio.engine.trainer import FiniteLossGuard
 from rvs_nerfstudio.samplers.proposal import RVSProposalSampler
 
@@ -86,6 +86,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
         flush_denormals()
         super().populate_modules()
         self.loss_guard = FiniteLossGuard()
+        self.density_fns = [with_fast_hash_lookups(fn, self.proposal_networks) for fn in self.density_fns]
         self.proposal_sampler = RVSProposalSampler(
             num_proposal_samples_per_ray=self.config.num_proposal_samples_per_ray,
             num_nerf_samples_per_ray=self.config.num_nerf_samples_per_ray,

@@ -16,9 +16,15 @@ import torch
 import torchvision
 
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from rvs_nerfstudio.engine.compat import AdamBetasOptimizerConfig, PortableExponentialDecaySchedulerConfig, UnavailableLPIPS
+from nerfstudio.fields.density_fields import HashMLPDensityField
+from rvs_nerfstudio.engine.compat import (
+    AdamBetasOptimizerConfig,
+    PortableExponentialDecaySchedulerConfig,
+    UnavailableLPIPS,
+    with_fast_hash_lookups,
+)
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
-from tests.helpers import build_model
+from tests.helpers import autograd_node_names, build_model
 
 
 def _lr_trajectory(scheduler_config, steps=40):
@@ -51,13 +57,15 @@ def test_portable_scheduler_keeps_nerfstudio_schedule_and_loads_weights_only():
     assert _weights_only_roundtrip(state)["optimizer"]["param_groups"][0]["lr"] == rates[-1]
 
 
-def test_adam_betas_reach_the_optimizer_and_its_state_loads_weights_only():
-    """Three steps of the configured optimizer equal a numpy Adam with the same betas (and differ from torch's default
-    betas), and its state round-trips under weights_only."""
+@pytest.mark.parametrize("fused", [None, True])
+def test_adam_betas_reach_the_optimizer_and_its_state_loads_weights_only(fused):
+    """Three steps of the configured optimizer, looped or fused, equal a numpy Adam with the same betas (and differ from
+    torch's default betas), and its state round-trips under weights_only."""
     gradients = np.array([[0.5, -1.0], [2.0, 0.1], [-0.3, 0.7]])
     lr, eps, betas = 1e-2, 1e-15, (0.8, 0.9)
     parameter = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    optimizer = AdamBetasOptimizerConfig(lr=lr, eps=eps, betas=betas).setup([parameter])
+    optimizer = AdamBetasOptimizerConfig(lr=lr, eps=eps, betas=betas, fused=fused).setup([parameter])
+    assert optimizer.defaults["fused"] is fused
     m = v = x = np.zeros(2)
     for step, gradient in enumerate(gradients, start=1):
         parameter.grad = torch.from_numpy(gradient)
@@ -112,7 +120,7 @@ def test_lpips_is_reported_when_weights_are_available(monkeypatch, tmp_path):
 def test_rvs_models_make_the_cpu_flush_subnormal_floats_to_zero():
     """In a fresh process: a subnormal product survives before an rvs model is built and is zero after."""
     script = (
-        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); from tests.helpers import build_model; "
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); from tests.helpers import autograd_node_names, build_model; "
         "from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig; "
         "product = lambda: (torch.tensor([1e-30]) * torch.tensor([1e-10])).item(); "
         "before = product(); build_model(RVSMonteCarloModelConfig); print(before, product())"
@@ -122,3 +130,35 @@ def test_rvs_models_make_the_cpu_flush_subnormal_floats_to_zero():
     assert before == pytest.approx(1e-40, rel=1e-2)  # representable, so the flag was really off before
     if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):  # CPUs that have a flush-to-zero mode
         assert after == 0.0
+
+
+def density_and_gradients(density_fn, network, positions, weights):
+    """``density_fn`` at ``positions`` [n, 3], and the gradients of ``sum(weights * density)`` with respect to the positions
+    and to each parameter of ``network``; plus the backward functions of the density's graph."""
+    network.zero_grad()
+    positions = positions.clone().requires_grad_()
+    density = density_fn(positions)
+    (weights * density).sum().backward()
+    return density.detach(), positions.grad, [p.grad.clone() for p in network.parameters()], autograd_node_names(density)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_hash_lookups_give_nerfstudios_values_and_gradients(dtype):
+    """A proposal network with a small table (many points per cell and hash collisions, so lookups share rows) gives the
+    same densities, position gradients and parameter gradients as with nerfstudio's own lookups, and its graph
+    has one fast lookup per corner and level group (8) and none of advanced indexing's backward."""
+    torch.manual_seed(0)
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    network = HashMLPDensityField(aabb, num_levels=4, max_res=32, log2_hashmap_size=8, implementation="torch").to(dtype)
+    positions = (torch.rand(2000, 3, dtype=dtype) * 1.6 - 0.8)
+    weights = torch.randn(2000, 1, dtype=dtype)
+    reference = density_and_gradients(network.density_fn, network, positions, weights)
+    fast = density_and_gradients(with_fast_hash_lookups(network.density_fn, network), network, positions, weights)
+    torch.testing.assert_close(fast[0], reference[0], rtol=0, atol=0)
+    torch.testing.assert_close(fast[1], reference[1])
+    for fast_grad, reference_grad in zip(fast[2], reference[2]):
+        torch.testing.assert_close(fast_grad, reference_grad)
+    table_grad = fast[2][[p is network.encoding.hash_table for p in network.parameters()].index(True)]
+    assert (table_grad != 0).float().mean() > 0.5, "the test should reach most rows of the table"
+    assert reference[3]["IndexBackward0"] == 8 and "_HashTableLookupBackward" not in reference[3]
+    assert fast[3]["_HashTableLookupBackward"] == 8 and "IndexBackward0" not in fast[3]

@@ -53,6 +53,13 @@ def test_methods_use_the_safe_trainer(trainer):
     assert type(trainer) is SafeTrainer
 
 
+def test_proposal_optimizer_is_torchs_fused_adam_and_the_others_nerfactos_loop(trainer):
+    """RVS steps the proposal networks' optimizer on every training step, nerfacto on few: that one runs fused."""
+    optimizers = trainer.optimizers.optimizers
+    assert optimizers["proposal_networks"].defaults["fused"] is True
+    assert not optimizers["fields"].defaults["fused"] and not optimizers["camera_opt"].defaults["fused"]
+
+
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(trainer, monkeypatch):
     model = trainer.pipeline.model
     get_outputs = model.get_outputs

@@ -15,7 +15,7 @@ from rvs_nerfstudio.engine.trainer import TrainingStopped
 from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.proposal import along_rays
-from tests.helpers import OfflineNerfactoConfig, build_model, resampled_quantiles, training_pass
+from tests.helpers import OfflineNerfactoConfig, autograd_node_names, build_model, resampled_quantiles, training_pass
 
 
 def distortion_of_field_weights(outputs) -> float:
@@ -45,6 +45,25 @@ def test_rgb_loss_alone_trains_every_proposal_network(ray_bundle):
     norms = proposal_grad_norms(model)
     print("proposal-network gradient L1 norms from the RGB loss:", norms)
     assert len(norms) == 2 and all(n > 0 for n in norms)
+
+
+def test_proposal_networks_look_up_their_hash_tables_fast_with_nerfstudios_gradients(ray_bundle):
+    """Each proposal network's torch hash grid looks its table up with the fast lookup (8 corners per network) in a
+    training pass, and the proposal networks' gradients equal those of the same model with nerfstudio's own lookups."""
+    fast = build_model(RVSNerfactoModelConfig)
+    plain = build_model(RVSNerfactoModelConfig)
+    plain.density_fns = [network.density_fn for network in plain.proposal_networks]
+    gradients = []
+    for model in (fast, plain):
+        torch.manual_seed(5)
+        loss = training_pass(model, copy.deepcopy(ray_bundle))[1]["rgb_loss"]  # the pass moves the bundle's rays
+        nodes = autograd_node_names(loss)
+        loss.backward()
+        gradients.append([p.grad for network in model.proposal_networks for p in network.parameters()])
+        assert nodes["_HashTableLookupBackward"] == (16 if model is fast else 0), nodes
+    for fast_grad, plain_grad in zip(*gradients):
+        torch.testing.assert_close(fast_grad, plain_grad)
+    assert all(grad.abs().sum() > 0 for grad in gradients[0])
 
 
 def test_nerfacto_proposals_get_no_rgb_gradient(ray_bundle):
