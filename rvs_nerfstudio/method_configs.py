@@ -43,7 +43,8 @@ def nerfacto_trainer(method_name: str, model: ModelConfig) -> SafeTrainerConfig:
         ),
         optimizers={
             "proposal_networks": {
-                # Fused: RVS steps this optimizer on every training step (nerfacto on a few; README, "Step time").
+                # Fused: RVS steps this optimizer on every training step, nerfacto on few (README, "Decisions worth
+                # knowing").
                 "optimizer": AdamBetasOptimizerConfig(lr=1e-2, eps=1e-15, fused=True),
                 "scheduler": PortableExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000),
             },

@@ -64,15 +64,16 @@ def flush_denormals() -> bool:
 
 class _HashTableLookup(torch.autograd.Function):
     """``table[indices]`` for a hash table ``[rows, 2]`` (float32 or float64) and integer ``indices [*shape]`` →
-    ``[*shape, 2]``. The backward holds each row's two features as one complex number, so that ``index_add_`` adds whole
-    rows in one pass over 1-D tensors; advanced indexing's ``index_put_(accumulate=True)`` is 3-4 times slower on a CPU,
-    and ``index_add_`` over 2-D rows becomes a scatter that sorts the indices when torch has several threads."""
+    ``[*shape, 2]``, computed as nerfstudio does. The backward holds each row's two features as one complex number, so
+    that ``index_add_`` adds whole rows in one pass over 1-D tensors; advanced indexing's backward,
+    ``index_put_(accumulate=True)``, is 3-4 times slower on a CPU, and ``index_add_`` over 2-D rows becomes a scatter
+    that sorts the indices when torch has several threads."""
 
     @staticmethod
     def forward(ctx: Any, table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(indices)
         ctx.rows = table.shape[0]
-        return torch.index_select(table, 0, indices.reshape(-1)).view(*indices.shape, 2)
+        return table[indices]  # nerfstudio's own lookup: the forward pass costs what nerfacto's does
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:
@@ -107,11 +108,13 @@ def with_fast_hash_lookups(function: Callable, module: torch.nn.Module) -> Calla
     grids in ``module`` with two features per level (nerfacto's); ``function`` itself where ``module`` has none
     (tiny-cuda-nn's grids are fused already).
 
-    On a CPU the proposal networks' backward, which RVS adds to every training step, takes about half the time
-    (README, "Step time").
+    The forward pass is nerfstudio's; the backward, which RVS adds to every training step, is what gets faster (README,
+    "Decisions worth knowing", "The work RVS adds to each step runs on faster torch paths").
     """
     encodings: List[HashEncoding] = [
-        m for m in module.modules() if isinstance(m, HashEncoding) and m.tcnn_encoding is None and m.features_per_level == 2
+        m
+        for m in module.modules()
+        if isinstance(m, HashEncoding) and m.tcnn_encoding is None and m.features_per_level == 2
     ]
     if not encodings:
         return function

@@ -120,7 +120,7 @@ def test_lpips_is_reported_when_weights_are_available(monkeypatch, tmp_path):
 def test_rvs_models_make_the_cpu_flush_subnormal_floats_to_zero():
     """In a fresh process: a subnormal product survives before an rvs model is built and is zero after."""
     script = (
-        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); from tests.helpers import autograd_node_names, build_model; "
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); from tests.helpers import build_model; "
         "from rvs_nerfstudio.models.rvs_mc import RVSMonteCarloModelConfig; "
         "product = lambda: (torch.tensor([1e-30]) * torch.tensor([1e-10])).item(); "
         "before = product(); build_model(RVSMonteCarloModelConfig); print(before, product())"
@@ -133,13 +133,14 @@ def test_rvs_models_make_the_cpu_flush_subnormal_floats_to_zero():
 
 
 def density_and_gradients(density_fn, network, positions, weights):
-    """``density_fn`` at ``positions`` [n, 3], and the gradients of ``sum(weights * density)`` with respect to the positions
-    and to each parameter of ``network``; plus the backward functions of the density's graph."""
+    """``density_fn`` at ``positions`` [n, 3], the gradients of ``sum(weights * density)`` with respect to the
+    positions and to each parameter of ``network``, and the backward functions of the density's graph."""
     network.zero_grad()
     positions = positions.clone().requires_grad_()
     density = density_fn(positions)
     (weights * density).sum().backward()
-    return density.detach(), positions.grad, [p.grad.clone() for p in network.parameters()], autograd_node_names(density)
+    parameter_grads = [p.grad.clone() for p in network.parameters()]
+    return density.detach(), positions.grad, parameter_grads, autograd_node_names(density)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
