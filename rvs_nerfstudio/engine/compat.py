@@ -62,34 +62,67 @@ def flush_denormals() -> bool:
     return torch.set_flush_denormal(True)
 
 
-class _HashTableLookup(torch.autograd.Function):
-    """``table[indices]`` for a hash table ``[rows, 2]`` (float32 or float64) and integer ``indices [*shape]`` →
-    ``[*shape, 2]``, computed as nerfstudio does. The backward holds each row's two features as one complex number, so
-    that ``index_add_`` adds whole rows in one pass over 1-D tensors; advanced indexing's backward,
-    ``index_put_(accumulate=True)``, is 3-4 times slower on a CPU, and ``index_add_`` over 2-D rows becomes a scatter
-    that sorts the indices when torch has several threads."""
+class _TableGradient:
+    """The gradient of a hash table ``[rows, 2]`` that the lookups of one pass add to, each row's two features held as
+    one complex number, so that ``index_add_`` adds whole rows in one pass over 1-D tensors (advanced indexing's
+    backward, ``index_put_(accumulate=True)``, is several times slower on a CPU, and ``index_add_`` over 2-D rows
+    becomes a scatter that sorts the indices when torch has several threads). One table of zeros per pass, where
+    autograd would allocate one per lookup and add them up."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.values: Optional[torch.Tensor] = None
+
+    def add(self, indices: torch.Tensor, grad: torch.Tensor) -> None:
+        """Adds ``grad [*shape, 2]`` at the rows ``indices [*shape]``."""
+        row_grads = torch.view_as_complex(grad.reshape(-1, 2).contiguous())
+        if self.values is None:
+            self.values = row_grads.new_zeros(self.rows)
+        self.values.index_add_(0, indices.reshape(-1), row_grads)
+
+
+class _TableForLookups(torch.autograd.Function):
+    """The hash table itself, whose backward hands the table what its lookups added to ``gradient``. The lookups use
+    this function's output, so autograd runs all their backward passes before this one."""
 
     @staticmethod
-    def forward(ctx: Any, table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, table: torch.Tensor, gradient: _TableGradient) -> torch.Tensor:
+        ctx.gradient = gradient
+        ctx.set_materialize_grads(False)
+        return table.view_as(table)
+
+    @staticmethod
+    def backward(ctx: Any, _: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], None]:
+        values = ctx.gradient.values
+        return (None if values is None else torch.view_as_real(values)), None
+
+
+class _HashTableLookup(torch.autograd.Function):
+    """``table[indices]`` as nerfstudio computes it, for a table ``[rows, 2]`` from :class:`_TableForLookups` and
+    integer ``indices [*shape]`` → ``[*shape, 2]``; the backward adds to the pass's :class:`_TableGradient`."""
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, indices: torch.Tensor, gradient: _TableGradient) -> torch.Tensor:
         ctx.save_for_backward(indices)
-        ctx.rows = table.shape[0]
+        ctx.gradient = gradient
         return table[indices]  # nerfstudio's own lookup: the forward pass costs what nerfacto's does
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[None, None, None]:
         (indices,) = ctx.saved_tensors
-        row_grads = torch.view_as_complex(grad.reshape(-1, 2).contiguous())
-        table_grad = row_grads.new_zeros(ctx.rows).index_add_(0, indices.reshape(-1), row_grads)
-        return torch.view_as_real(table_grad), None
+        ctx.gradient.add(indices, grad)
+        return None, None, None
 
 
 class HashLookupsAsIndexAdd(TorchFunctionMode):
-    """Inside: ``table[indices]`` on the hash table of one of ``encodings`` runs as :class:`_HashTableLookup`, with the
-    same values and gradients; every other operation runs unchanged."""
+    """Inside: ``table[indices]`` on the hash table (float32 or float64) of one of ``encodings`` runs as
+    :class:`_HashTableLookup`, with the same values and gradients; every other operation runs unchanged. One mode per
+    pass: the lookups of a table within it share one :class:`_TableGradient`."""
 
     def __init__(self, encodings: Sequence[HashEncoding]) -> None:
         super().__init__()
         self.encodings = encodings
+        self.tables: Dict[int, Tuple[torch.Tensor, _TableGradient]] = {}
 
     def __torch_function__(self, func: Callable, types: Any, args: Tuple = (), kwargs: Any = None) -> Any:
         if func is torch.Tensor.__getitem__:
@@ -99,7 +132,11 @@ class HashLookupsAsIndexAdd(TorchFunctionMode):
                 and table.dtype in (torch.float32, torch.float64)
                 and any(table is encoding.hash_table for encoding in self.encodings)
             ):
-                return _HashTableLookup.apply(table, indices)
+                if id(table) not in self.tables:
+                    gradient = _TableGradient(table.shape[0])
+                    self.tables[id(table)] = (_TableForLookups.apply(table, gradient), gradient)
+                table_for_lookups, gradient = self.tables[id(table)]
+                return _HashTableLookup.apply(table_for_lookups, indices, gradient)
         return func(*args, **(kwargs or {}))
 
 

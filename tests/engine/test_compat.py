@@ -147,7 +147,7 @@ def density_and_gradients(density_fn, network, positions, weights):
 def test_fast_hash_lookups_give_nerfstudios_values_and_gradients(dtype):
     """A proposal network with a small table (many points per cell and hash collisions, so lookups share rows) gives the
     same densities, position gradients and parameter gradients as with nerfstudio's own lookups, and its graph
-    has one fast lookup per corner and level group (8) and none of advanced indexing's backward."""
+    has one fast lookup per corner (8), all adding to one table gradient, and none of advanced indexing's backward."""
     torch.manual_seed(0)
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     network = HashMLPDensityField(aabb, num_levels=4, max_res=32, log2_hashmap_size=8, implementation="torch").to(dtype)
@@ -163,3 +163,4 @@ def test_fast_hash_lookups_give_nerfstudios_values_and_gradients(dtype):
     assert (table_grad != 0).float().mean() > 0.5, "the test should reach most rows of the table"
     assert reference[3]["IndexBackward0"] == 8 and "_HashTableLookupBackward" not in reference[3]
     assert fast[3]["_HashTableLookupBackward"] == 8 and "IndexBackward0" not in fast[3]
+    assert fast[3]["_TableForLookupsBackward"] == 1, "the eight lookups should add to one table gradient"
