@@ -93,7 +93,8 @@ class _TableForLookups(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, _: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], None]:
-        values = ctx.gradient.values
+        # Taken, not read: a second backward through the same graph (retain_graph) adds up from zero again.
+        values, ctx.gradient.values = ctx.gradient.values, None
         return (None if values is None else torch.view_as_real(values)), None
 
 

@@ -164,3 +164,25 @@ def test_fast_hash_lookups_give_nerfstudios_values_and_gradients(dtype):
     assert reference[3]["IndexBackward0"] == 8 and "_HashTableLookupBackward" not in reference[3]
     assert fast[3]["_HashTableLookupBackward"] == 8 and "IndexBackward0" not in fast[3]
     assert fast[3]["_TableForLookupsBackward"] == 1, "the eight lookups should add to one table gradient"
+
+
+def test_fast_hash_lookups_give_the_same_table_gradient_on_each_backward_through_one_graph():
+    """With ``retain_graph``, every backward through one pass's graph adds the same table gradient again, as
+    nerfstudio's lookups do: the lookups' shared gradient starts from zero on each backward."""
+    torch.manual_seed(0)
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    network = HashMLPDensityField(aabb, num_levels=4, max_res=32, log2_hashmap_size=8, implementation="torch")
+    positions = torch.rand(500, 3) * 1.6 - 0.8
+    table_grads = []
+    for density_fn in (network.density_fn, with_fast_hash_lookups(network.density_fn, network)):
+        network.zero_grad()
+        density = density_fn(positions).sum()
+        density.backward(retain_graph=True)
+        once = network.encoding.hash_table.grad.clone()
+        density.backward()
+        table_grads.append((once, network.encoding.hash_table.grad.clone()))
+    (reference_once, reference_twice), (fast_once, fast_twice) = table_grads
+    assert reference_once.abs().sum() > 0
+    torch.testing.assert_close(fast_once, reference_once)
+    torch.testing.assert_close(fast_twice, reference_twice)
+    torch.testing.assert_close(fast_twice, 2 * fast_once)

@@ -47,11 +47,14 @@ def test_rgb_loss_alone_trains_every_proposal_network(ray_bundle):
     assert len(norms) == 2 and all(n > 0 for n in norms)
 
 
-def test_proposal_networks_look_up_their_hash_tables_fast_with_nerfstudios_gradients(ray_bundle):
+@pytest.mark.parametrize(
+    "config_class", [RVSNerfactoModelConfig, RVSMonteCarloModelConfig], ids=["rvs-nerfacto", "rvs-mc"]
+)
+def test_proposal_networks_look_up_their_hash_tables_fast_with_nerfstudios_gradients(ray_bundle, config_class):
     """Each proposal network's torch hash grid looks its table up with the fast lookup (8 corners per network) in a
     training pass, and the proposal networks' gradients equal those of the same model with nerfstudio's own lookups."""
-    fast = build_model(RVSNerfactoModelConfig)
-    plain = build_model(RVSNerfactoModelConfig)
+    fast = build_model(config_class)
+    plain = build_model(config_class)
     plain.density_fns = [network.density_fn for network in plain.proposal_networks]
     gradients = []
     for model in (fast, plain):
