@@ -113,6 +113,18 @@ def numpy_quantiles(knots: np.ndarray, values: np.ndarray, s: np.ndarray, interp
     return (opacity / opacity[-1])[np.searchsorted(grid, s)]
 
 
+def numpy_mixture_quantiles(
+    knots: np.ndarray, values: np.ndarray, s: np.ndarray, mixture: float, interpolation: str = "linear"
+) -> np.ndarray:
+    """u = Q(s) for one ray: with mixture λ > 0, (1 − λ) times F / y_f interpolated linearly between the knots (the
+    termination probability spread evenly within each knot interval) plus λ (s − s_0) / (s_m − s_0); with λ = 0,
+    :func:`numpy_quantiles`."""
+    if mixture == 0:
+        return numpy_quantiles(knots, values, s, interpolation)
+    at_knots = numpy_quantiles(knots, values, knots, interpolation)
+    return (1 - mixture) * np.interp(s, knots, at_knots) + mixture * (s - knots[0]) / (knots[-1] - knots[0])
+
+
 def resampled_quantiles(
     level: RaySamples,
     density: torch.Tensor,
@@ -120,15 +132,17 @@ def resampled_quantiles(
     resampled: RaySamples,
     interpolation: str = "linear",
     scale: float = 1.0,
+    mixture: float = 0.0,
 ) -> np.ndarray:
     """The quantiles ``[rays, edges]`` of ``resampled``'s bin edges (spacing starts, then the last end; zero-width
-    samples give their points) under :func:`numpy_spline` of ``level`` and ``density`` times ``scale``, ray by ray."""
+    samples give their points) under :func:`numpy_spline` of ``level`` and ``density`` times ``scale``, mixed with the
+    uniform as :func:`numpy_mixture_quantiles` does, ray by ray."""
     starts, ends = resampled.spacing_starts[..., 0].detach(), resampled.spacing_ends[..., 0].detach()
     edges = starts if torch.equal(starts, ends) else torch.cat([starts, ends[:, -1:]], dim=-1)
     knots, values = numpy_spline(level, density, padding)
     values = values * scale
     edges = edges.double().numpy()
-    return np.stack([numpy_quantiles(knots[i], values[i], edges[i], interpolation) for i in range(len(edges))])
+    return np.stack([numpy_mixture_quantiles(knots[i], values[i], edges[i], mixture, interpolation) for i in range(len(edges))])
 
 
 # --- The real commands ---------------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ class RVSMonteCarloModelConfig(RVSNerfactoModelConfig):
     extra radiance call. "random" on data that was not composited makes the density explain every pixel, but while
     the opacity is low the noise alone is brighter than dark targets, and the radiance field's colour saturates at
     black within ten steps and never recovers (README, "Decisions worth knowing")."""
+    # Not measured with Monte Carlo rendering: the density levels draw from their padded splines.
+    uniform_mixture: Suppress[float] = 0.0
     ray_bounds: Literal["auto", "near-far", "scene-box"] = "auto"
     """As for rvs-nerfacto, where near-far is the default. Here "auto": on data composited onto a background, far
     space would otherwise fill with fog of that colour, which takes Monte Carlo points from the object and stalls

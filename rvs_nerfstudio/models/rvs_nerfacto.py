@@ -46,7 +46,14 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     """Where a level's sampling density is below this share of uniform (in normalised spacing), a sample's gradient is
     scaled by their ratio: it bounds how far samples in sparsely sampled stretches move when the proposal densities
     change (``rvs_nerfstudio.core.spline.sample``; 0: the exact gradient). 0.5 stops the late collapses (README,
-    "Decisions worth knowing")."""
+    "Decisions worth knowing"). Not used with uniform-mixture above 0."""
+    uniform_mixture: float = 0.0
+    """Share of each level's samples drawn uniformly over the ray (in nerfacto's spacing); the others fall in the
+    intervals of the padded density spline with their termination probability, uniformly within each interval, as in
+    PDFSampler (``rvs_nerfstudio.core.spline.sample_mixture``: one closed-form, differentiable inverse CDF for both; its
+    gradients are bounded, so gradient-floor is not used). 0: the spline's exact inverse CDF, as in the paper. Off by
+    default: 0.5 with density-padding 0 learned faster on every scene class but stalled on the object scene at the
+    cpu-long budget (README, "Decisions worth knowing")."""
     use_distortion_loss: bool = False
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's weights. As in nerfacto it
     trains the field: it is computed with the samples' positions and widths detached, so it sharpens the field's
@@ -97,6 +104,7 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             # Nerfacto's own schedule function, built by NerfactoModel from the same two options.
             update_sched=self.proposal_sampler.update_sched if self.config.proposal_update_every > 0 else None,
             gradient_floor=self.config.gradient_floor,
+            uniform_mixture=self.config.uniform_mixture,
         )
         if self.bounded_by_scene_box():
             self.collider = AABBBoxCollider(self.scene_box, near_plane=self.config.near_plane)
@@ -129,6 +137,8 @@ class RVSNerfactoModel(OptionalLPIPSMixin, NerfactoModel):
             )
         if min(config.proposal_update_every, config.proposal_warmup) < 0:
             raise ImpossibleOptions("proposal-update-every and proposal-warmup must be at least 0 (proposal-update-every 0: every step).")
+        if not 0 <= config.uniform_mixture < 1:
+            raise ImpossibleOptions(f"uniform-mixture ({config.uniform_mixture}) must be within [0, 1) (0: sample the padded spline alone).")
         if not 0 <= config.gradient_floor <= 1:
             raise ImpossibleOptions(f"gradient-floor ({config.gradient_floor}) must be within [0, 1] (0: exact sample gradients).")
         if not 0 <= config.near_plane < config.far_plane:

@@ -59,7 +59,9 @@ class RVSProposalSampler(Sampler):
             levels keep their gradient (and always on the first 10); on the others their samples are placed
             without one, as nerfacto's are. None: on every step. :meth:`step_cb` counts the steps.
         gradient_floor: ε of :func:`rvs_nerfstudio.core.spline.sample`, the floor on the sampling density (relative to
-            uniform in spacing) below which a sample's gradient is scaled down.
+            uniform in spacing) below which a sample's gradient is scaled down; used where ``uniform_mixture`` is 0.
+        uniform_mixture: Share of each level's samples drawn uniformly in spacing, the others from the spline's
+            interval histogram (:func:`rvs_nerfstudio.core.spline.sample_mixture`); 0: the spline's exact inverse CDF.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class RVSProposalSampler(Sampler):
         initial_sampler: Optional[SpacedSampler] = None,
         update_sched: Optional[Callable[[int], float]] = None,
         gradient_floor: float = spline.DEFAULT_GRADIENT_FLOOR,
+        uniform_mixture: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_proposal_samples_per_ray = tuple(num_proposal_samples_per_ray)
@@ -82,6 +85,7 @@ class RVSProposalSampler(Sampler):
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.update_sched = update_sched
         self.gradient_floor = gradient_floor
+        self.uniform_mixture = uniform_mixture
         self._step = 0
         self._steps_since_update = 0
         self._anneal = 1.0
@@ -175,7 +179,10 @@ class RVSProposalSampler(Sampler):
             knot_densities = knot_densities * self._anneal
         jitter = ("single" if self.single_jitter else "independent") if self.training else "none"
         u = spline.stratified_u(knots.shape[:-1], num_samples + 1, jitter, knots.device, knots.dtype)
-        spacing = spline.sample(knots, knot_densities, u, self.interpolation, self.gradient_floor)
+        if self.uniform_mixture > 0:
+            spacing = spline.sample_mixture(knots, knot_densities, u, self.uniform_mixture, self.interpolation)
+        else:
+            spacing = spline.sample(knots, knot_densities, u, self.interpolation, self.gradient_floor)
         return along_rays(ray_bundle, ray_samples, spacing[..., :-1], spacing[..., 1:])
 
 

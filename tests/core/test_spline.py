@@ -647,3 +647,116 @@ def test_integral_through_an_empty_last_bin(t):
     densities = torch.tensor([1.0, 3.0, 5.0])
     value = spline.integral(torch.tensor([t]), knots, densities)
     assert value.item() == pytest.approx(0.5 * (1.0 + 3.0) * t)  # the empty bin adds nothing
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 11. Samples of the interval histogram mixed with the uniform (sample_mixture)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ref_mixture_cdf(knots, densities, interpolation: str, share: float, t) -> np.ndarray:
+    """Q(t) = (1 - λ) H(t) + λ (t - t_0) / L, H the termination CDF F / y_f at the knots, linear between them."""
+    k, d, t = (np.asarray(x, np.float64) for x in (knots, densities, t))
+    at_knots = ref_opacity(k, d, interpolation, k) / ref_total_opacity(k, d, interpolation)
+    return (1 - share) * np.interp(t, k, at_knots) + share * (t - k[0]) / (k[-1] - k[0])
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.9])
+def test_mixture_samples_hit_their_quantiles(interpolation, share):
+    """Q_ref(t_k) = u_k for float64 samples of random batched rays, which stay sorted and inside the ray."""
+    knots, densities = random_rays((2, 3), 9, seed=4)
+    u = spline.stratified_u((2, 3), 32, "independent", dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    samples = spline.sample_mixture(knots, densities, u, share, interpolation)
+    assert (samples >= knots[..., :1]).all() and (samples <= knots[..., -1:]).all()
+    assert (torch.diff(samples) > 0).all()
+    for k, d, uk, tk in rays(knots, densities, u, samples):
+        np.testing.assert_allclose(ref_mixture_cdf(k, d, interpolation, share, tk), uk, atol=1e-9)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_mixture_samples_follow_the_mixture(interpolation):
+    """20000 draws of one ray follow Q_ref (KS), and neither the termination distribution itself nor the histogram
+    without its uniform share."""
+    u = torch.sort(torch.rand(20000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)).values
+    knots, densities = KS_KNOTS.double(), KS_DENSITIES.double()
+    samples = spline.sample_mixture(knots, densities, u, 0.4, interpolation).numpy()
+    k, d = knots.numpy(), densities.numpy()
+    grid = np.linspace(k[0], k[-1], 100001)
+    exact = ref_opacity(k, d, interpolation, grid) / ref_total_opacity(k, d, interpolation)
+    for cdf, expected_to_fit in [
+        (ref_mixture_cdf(k, d, interpolation, 0.4, grid), True),
+        (ref_mixture_cdf(k, d, interpolation, 0.0, grid), False),
+        (0.6 * exact + 0.4 * (grid - k[0]) / (k[-1] - k[0]), False),  # the exact CDF within the intervals
+    ]:
+        pvalue = stats.kstest(samples, lambda x: np.interp(x, grid, cdf)).pvalue
+        assert pvalue > 1e-3 if expected_to_fit else pvalue < 1e-6
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("case", ["surface_start", "surface_gap", "y_f_nearly_one", "one_bin", "duplicated_knots"])
+def test_mixture_gradients_match_finite_differences(case, interpolation):
+    """∂t_k/∂log s_j and ∂t_k/∂t_i equal central differences of the samples."""
+    knots, densities = (torch.tensor(x, dtype=torch.float64) for x in FLOOR_CASES[case])
+
+    def draw(k, d):
+        return spline.sample_mixture(k, d, FLOOR_U, 0.3, interpolation)
+
+    samples = draw(knots, densities).numpy()
+    by_knot, by_density = torch.autograd.functional.jacobian(draw, (knots, densities))
+    by_density = by_density * densities
+    k = knots.numpy()
+    inside = np.abs(samples[:, None] - k[None, :]).min(axis=1) > 1e-5  # the sample's interval does not change
+    assert inside.sum() >= 5
+    step = 1e-6
+    for j in range(len(k)):
+        bump = torch.zeros_like(densities)
+        bump[j] = step
+        plus, minus = (draw(knots, densities * torch.exp(sign * bump)).numpy() for sign in (1, -1))
+        np.testing.assert_allclose(by_density[inside, j].numpy(), ((plus - minus) / (2 * step))[inside], rtol=1e-5, atol=1e-8)
+        if case != "duplicated_knots":  # moving one of two equal knots reorders them
+            plus, minus = (draw(knots + sign * bump, densities).numpy() for sign in (1, -1))
+            np.testing.assert_allclose(by_knot[inside, j].numpy(), ((plus - minus) / (2 * step))[inside], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_mixture_degenerate_rays_are_finite_and_bounded(case, dtype, interpolation):
+    """Finite sorted samples inside the ray, and |∂t_k/∂log s_j| <= (1 - λ) L / λ since the mixture's density is at
+    least λ / L."""
+    share = 0.25
+    knots = torch.tensor(EDGE_CASES[case][0], dtype=dtype)
+    densities = torch.tensor(EDGE_CASES[case][1], dtype=dtype)
+    u = EDGE_U.to(dtype)
+    samples = spline.sample_mixture(knots, densities, u, share, interpolation)
+    by_knot, by_density = torch.autograd.functional.jacobian(
+        lambda k, d: spline.sample_mixture(k, d, u, share, interpolation), (knots, densities)
+    )
+    for name, x in [("samples", samples), ("d/dknots", by_knot), ("d/ddensities", by_density)]:
+        assert torch.isfinite(x).all(), f"{name}: {x}"
+    assert (samples >= knots[0]).all() and (samples <= knots[-1]).all()
+    assert (torch.diff(samples) >= 0).all()
+    length = float(knots[-1] - knots[0])
+    assert (by_density * densities).abs().max() <= (1 - share) * length / share * 1.001 + 1e-6
+
+
+def test_mixture_of_an_empty_ray_is_uniform():
+    knots = torch.tensor([0.5, 1.0, 2.5, 4.5])
+    samples = spline.sample_mixture(knots, torch.zeros(4), EDGE_U, 0.3)
+    torch.testing.assert_close(samples, 0.5 + 4.0 * EDGE_U)
+
+
+def test_mixture_narrow_bins_give_finite_gradients_in_float32():
+    """Nearly coincident knots (bins of width 1e-7 among width-1e-1 ones, as proposal samples bunch up) and densities
+    over twelve orders of magnitude: every sample and gradient is finite, and the samples are sorted."""
+    generator = torch.Generator().manual_seed(5)
+    base = torch.rand(256, 33, generator=generator)
+    base[:, 10:20] = 0.5 + 1e-7 * torch.rand(256, 10, generator=generator)
+    knots = torch.sort(base, dim=-1).values.requires_grad_()
+    densities = (10.0 ** (12 * torch.rand(256, 33, generator=generator) - 6)).requires_grad_()
+    u = spline.stratified_u((256,), 25, "independent", generator=generator)
+    samples = spline.sample_mixture(knots, densities, u, 0.5)
+    (samples * torch.randn(samples.shape, generator=generator)).sum().backward()
+    assert torch.isfinite(samples).all() and torch.isfinite(knots.grad).all() and torch.isfinite(densities.grad).all()
+    assert (torch.diff(samples) >= 0).all()

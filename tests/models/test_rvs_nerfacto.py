@@ -165,6 +165,8 @@ def test_eval_render_is_deterministic(ray_bundle):
         (dict(near_plane=-0.1), "must be non-negative"),
         (dict(gradient_floor=-0.1), r"gradient-floor \(-0.1\) must be within \[0, 1\]"),
         (dict(gradient_floor=2.0), "gradient-floor"),
+        (dict(uniform_mixture=1.0), r"uniform-mixture \(1.0\) must be within \[0, 1\)"),
+        (dict(uniform_mixture=-0.5), "uniform-mixture"),
     ],
 )
 def test_impossible_options_are_rejected(overrides, message):
@@ -178,6 +180,8 @@ def test_impossible_options_are_rejected(overrides, message):
         dict(num_proposal_samples_per_ray=(1, 1), num_nerf_samples_per_ray=1),  # one sample per level is enough
         dict(num_proposal_samples_per_ray=(16, 16), num_nerf_samples_per_ray=16),  # counts may stay equal
         dict(near_plane=0.0),
+        dict(uniform_mixture=0.0, density_padding=0.0),  # the spline alone, unpadded
+        dict(uniform_mixture=0.99),
     ],
 )
 def test_options_at_the_limits_are_accepted(overrides, ray_bundle):
@@ -193,14 +197,17 @@ def last_level_quantiles(model, ray_bundle, interpolation="linear", scale=1.0):
     with torch.no_grad():
         samples, _, levels = model.proposal_sampler(bundle, density_fns=model.density_fns)
         density = model.density_fns[-1](levels[-1].frustums.get_positions())
-    return resampled_quantiles(levels[-1], density, model.config.density_padding, samples, interpolation, scale)
+    config = model.config
+    return resampled_quantiles(levels[-1], density, config.density_padding, samples, interpolation, scale, config.uniform_mixture)
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "constant"])
-def test_radiance_samples_are_midpoint_quantiles_of_the_last_proposal_spline(ray_bundle, interpolation):
+@pytest.mark.parametrize("options", [dict(density_padding=0.5), dict(uniform_mixture=0.5, density_padding=0.0), dict(uniform_mixture=0.3, density_padding=0.5)])
+def test_radiance_samples_are_midpoint_quantiles_of_the_last_proposal_spline(ray_bundle, interpolation, options):
     """In evaluation the 9 edges of the 8 radiance bins are the quantiles (k + 1/2) / 9 of the last proposal level's
-    spline (the model's interpolation and padding), rebuilt in numpy from that level's samples and density."""
-    model = build_model(RVSNerfactoModelConfig, density_interpolation=interpolation, density_padding=0.5).eval()
+    spline (the model's interpolation and padding), or with uniform-mixture of that spline's interval histogram mixed
+    with the uniform, rebuilt in numpy from that level's samples and density."""
+    model = build_model(RVSNerfactoModelConfig, density_interpolation=interpolation, **options).eval()
     u = last_level_quantiles(model, ray_bundle, interpolation)
     np.testing.assert_allclose(u, np.broadcast_to((np.arange(9) + 0.5) / 9, u.shape), atol=2e-4)
 

@@ -6,6 +6,8 @@ The tests from "Independent references" on compute every expected value in numpy
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from nerfstudio.model_components.ray_samplers import UniformLinDispPiecewiseSamp
 from rvs_nerfstudio.models.rvs_nerfacto import RVSNerfactoModelConfig
 from rvs_nerfstudio.samplers.proposal import RVSProposalSampler, spline_from_bins
 from tests.helpers import build_model
+from tests.helpers import numpy_mixture_quantiles as ref_mixture_quantiles
 from tests.helpers import numpy_quantiles as ref_quantiles
 from tests.helpers import numpy_spline as ref_spline
 
@@ -116,15 +119,25 @@ RESAMPLE_COPIES = 2000
 RESAMPLE_PADDING = 2.0
 
 
-def resampled_copies(mode: str, single_jitter: bool = False, padding: float = RESAMPLE_PADDING, **options):
+def resampled_copies(
+    mode: str,
+    single_jitter: bool = False,
+    padding: float = RESAMPLE_PADDING,
+    mixture: float = 0.0,
+    reference_mixture: Optional[float] = None,
+    **options,
+):
     """One ray copied RESAMPLE_COPIES times, resampled once by a padded sampler in ``mode``, with the numpy reference
-    quantile u = F(s)/y_f of every drawn edge (spline built in numpy from the bins, padding included). ``options``
-    replace the sampler's arguments (none: its defaults, which must be no padding, linear, independent jitter)."""
+    quantile u = F(s)/y_f of every drawn edge (spline built in numpy from the bins, padding included), or with
+    ``mixture`` λ > 0 its quantile under the mixture of the spline's interval histogram with the uniform
+    (``numpy_mixture_quantiles``; ``reference_mixture``, if given, replaces λ in the reference only).
+    ``options`` replace the sampler's arguments (none: its defaults, which must be no padding, linear, independent
+    jitter)."""
     torch.manual_seed(13)
     if options.get("defaults"):
         sampler = RVSProposalSampler((24,), 8)
     else:
-        sampler = RVSProposalSampler((24,), 8, single_jitter=single_jitter, density_padding=padding)
+        sampler = RVSProposalSampler((24,), 8, single_jitter=single_jitter, density_padding=padding, uniform_mixture=mixture)
     sampler.train(mode == "train")
     bundle = straight_rays([0.5] * RESAMPLE_COPIES, [6.0] * RESAMPLE_COPIES)
     bins = lin_disp_bins(bundle, 24)
@@ -134,7 +147,8 @@ def resampled_copies(mode: str, single_jitter: bool = False, padding: float = RE
     density = one_ray[None, :, None].expand(RESAMPLE_COPIES, 24, 1)
     edges = edges_of(sampler.resample(bundle, bins, density, RESAMPLE_EDGES - 1))
     knots, values = ref_spline(bins[:1], density[:1], padding)
-    return ref_quantiles(knots[0], values[0], edges.ravel()).reshape(edges.shape)
+    share = mixture if reference_mixture is None else reference_mixture
+    return ref_mixture_quantiles(knots[0], values[0], edges.ravel(), share).reshape(edges.shape)
 
 
 @pytest.mark.parametrize("single_jitter", [False, True])
@@ -161,6 +175,20 @@ def test_eval_resample_edges_sit_at_stratum_midpoints():
     u = resampled_copies("eval")
     expected = (np.arange(RESAMPLE_EDGES) + 0.5) / RESAMPLE_EDGES
     np.testing.assert_allclose(u, np.broadcast_to(expected, u.shape), atol=2e-6)
+
+
+@pytest.mark.parametrize("padding", [0.0, 1.0])
+def test_uniform_mixture_draws_the_edges_from_the_spline_mixed_with_the_uniform(padding):
+    """With uniform-mixture 0.5 the evaluation edges sit at the midpoint quantiles of the numpy mixture, and in training
+    each edge's mixture quantile is uniform within its stratum (KS), as with the spline alone."""
+    u = resampled_copies("eval", padding=padding, mixture=0.5)
+    np.testing.assert_allclose(u, np.broadcast_to((np.arange(RESAMPLE_EDGES) + 0.5) / RESAMPLE_EDGES, u.shape), atol=2e-6)
+    under_the_spline_alone = resampled_copies("eval", padding=padding, mixture=0.5, reference_mixture=0.0)
+    assert np.abs(under_the_spline_alone - u).max() > 0.03  # the uniform part moves the edges
+    fraction = resampled_copies("train", padding=padding, mixture=0.5) * RESAMPLE_EDGES - np.arange(RESAMPLE_EDGES)
+    assert (fraction > -1e-4).all() and (fraction < 1 + 1e-4).all()
+    for stratum in range(RESAMPLE_EDGES):
+        assert stats.kstest(fraction[:, stratum], "uniform").pvalue > 1e-3, stratum
 
 
 def test_sampler_defaults_are_no_padding_linear_spline_and_independent_jitter():
