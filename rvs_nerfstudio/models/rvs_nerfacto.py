@@ -52,8 +52,8 @@ class RVSNerfactoModelConfig(NerfactoModelConfig):
     intervals of the padded density spline with their termination probability, uniformly within each interval, as in
     PDFSampler (``rvs_nerfstudio.core.spline.sample_mixture``: one closed-form, differentiable inverse CDF for both; its
     gradients are bounded, so gradient-floor is not used). 0: the spline's exact inverse CDF, as in the paper. Off by
-    default: 0.5 with density-padding 0 learned faster on every scene class but stalled on the object scene at the
-    cpu-long budget (README, "Decisions worth knowing")."""
+    default: 0.5 (with density-padding 0) learned faster on every scene class but ended level with the default on the
+    unbounded scene at the cpu-long budget (README, "Decisions worth knowing")."""
     use_distortion_loss: bool = False
     """Add nerfacto's distortion loss (times distortion-loss-mult) on the radiance field's weights. As in nerfacto it
     trains the field: it is computed with the samples' positions and widths detached, so it sharpens the field's
