@@ -546,7 +546,7 @@ def test_method_is_registered_with_its_cli_options():
     help_text = run_cli(["ns-train", "rvs-mc", "--help"], timeout=180).stdout
     for option in ("num-radiance-samples", "eval-num-radiance-samples", "eval-num-draws", "density-interpolation"):
         assert f"--pipeline.model.{option}" in help_text
-    for hidden in ("num-nerf-samples-per-ray", "interlevel-loss-mult", "predict-normals", "proposal-update-every"):
+    for hidden in ("num-nerf-samples-per-ray", "interlevel-loss-mult", "predict-normals", "proposal-update-every", "uniform-mixture"):
         assert f"--pipeline.model.{hidden}" not in help_text
 
 
